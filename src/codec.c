@@ -1,0 +1,1246 @@
+/*
+** codec.c -- lmp's wire format: mp.encode / mp.decode and the encoder and
+** decoder that carry tasks, arguments, results and errors between processes.
+**
+** Message = "LMP" <version byte> <varint count> <value>*
+** See doc/design.md and README.md for the value grammar and guarantees.
+*/
+#include "lmp.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define VERSION 1
+
+enum {
+  T_NIL = 0, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TAB, T_REF, T_META,
+  T_CUSTOM, T_FUNC, T_GLOBALS, T_NAMED, T_JOIN,
+  T_MAX
+};
+
+/* strings at least this long are written from the Lua string itself */
+#define ZEROCOPY_MIN (64 * 1024)
+
+#define KEY_METABYNAME "lmp.mt.byname"
+#define KEY_METABYMT   "lmp.mt.bymt"
+#define KEY_KNOWN      "lmp.known"
+
+/* ====================================================================== */
+/* pointer hash: table/function/upvalue identity -> integer               */
+/* ====================================================================== */
+typedef struct phash {
+  const void **k;
+  lua_Integer *v;
+  size_t cap, n;        /* cap is 0 or a power of two */
+} phash;
+
+static size_t ph_slot(const void *p, size_t cap) {
+  uint64_t h = (uint64_t)(uintptr_t)p;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 29;
+  return (size_t)h & (cap - 1);
+}
+
+static lua_Integer ph_get(const phash *h, const void *p) {
+  size_t i;
+  if (h->cap == 0) return 0;
+  for (i = ph_slot(p, h->cap); h->k[i] != NULL; i = (i + 1) & (h->cap - 1))
+    if (h->k[i] == p) return h->v[i];
+  return 0;
+}
+
+static void ph_free(phash *h) {
+  free(h->k);
+  free(h->v);
+  h->k = NULL;
+  h->v = NULL;
+  h->cap = h->n = 0;
+}
+
+static int ph_grow(phash *h) {
+  size_t ncap = h->cap ? h->cap * 2 : 64, i;
+  const void **nk = (const void **)calloc(ncap, sizeof *nk);
+  lua_Integer *nv = (lua_Integer *)malloc(ncap * sizeof *nv);
+  if (nk == NULL || nv == NULL) {
+    free((void *)nk);
+    free(nv);
+    return -1;
+  }
+  for (i = 0; i < h->cap; i++) {
+    if (h->k[i] != NULL) {
+      size_t j = ph_slot(h->k[i], ncap);
+      while (nk[j] != NULL) j = (j + 1) & (ncap - 1);
+      nk[j] = h->k[i];
+      nv[j] = h->v[i];
+    }
+  }
+  free((void *)h->k);
+  free(h->v);
+  h->k = nk;
+  h->v = nv;
+  h->cap = ncap;
+  return 0;
+}
+
+/* p must not be present; v must not be 0 */
+static int ph_put(phash *h, const void *p, lua_Integer v) {
+  size_t i;
+  if ((h->n + 1) * 2 > h->cap && ph_grow(h) != 0) return -1;
+  i = ph_slot(p, h->cap);
+  while (h->k[i] != NULL) i = (i + 1) & (h->cap - 1);
+  h->k[i] = p;
+  h->v[i] = v;
+  h->n++;
+  return 0;
+}
+
+static void ph_clear(phash *h) {
+  if (h->cap > 4096) ph_free(h);   /* don't keep (and wipe) a huge table */
+  else if (h->n > 0) {
+    memset((void *)h->k, 0, h->cap * sizeof *h->k);
+    h->n = 0;
+  }
+}
+
+/* ====================================================================== */
+/* buffers                                                                */
+/* ====================================================================== */
+int lmp_buf_grow(lmp_buf *b, size_t extra) {
+  size_t need, ncap;
+  char *np;
+  if (extra > SIZE_MAX - b->n) return -1;
+  need = b->n + extra;
+  if (need <= b->cap) return 0;
+  ncap = b->cap ? b->cap : 256;
+  while (ncap < need) ncap = (ncap > SIZE_MAX / 2) ? need : ncap * 2;
+  np = (char *)realloc(b->p, ncap);
+  if (np == NULL) return -1;
+  b->p = np;
+  b->cap = ncap;
+  return 0;
+}
+
+void lmp_buf_free(lmp_buf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->n = b->cap = 0;
+}
+
+/* ====================================================================== */
+/* encoder                                                                */
+/* ====================================================================== */
+typedef struct seg {
+  size_t off;           /* position in buf where the external piece goes */
+  const char *p;
+  size_t n;
+} seg;
+
+/* where the value being encoded sits, for error messages */
+enum { P_INDEX, P_KEY, P_UPVAL, P_ISKEY, P_CUSTOM };
+typedef struct epath {
+  const struct epath *up;
+  int kind;
+  lua_Integer i;        /* P_INDEX */
+  int idx;              /* P_KEY: stack index of the key */
+  const char *s;        /* P_UPVAL: upvalue name */
+} epath;
+
+struct lmp_enc {
+  lua_State *L;
+  lmp_buf buf;
+  phash refs;           /* table/function/custom -> ref id */
+  phash upv;            /* upvalue id -> func ref id * 256 + upvalue index */
+  lua_Integer nrefs;
+  int depth;
+  int zerocopy;
+  seg *segs;
+  size_t nsegs, capsegs, extbytes;
+  int anchor;           /* stack index of a table keeping __serialize
+                           results alive, 0 until needed */
+  int box;              /* stack index of the userdata owning this */
+  int knownready;       /* known-values map checked during this message */
+  struct known *known;
+  const char *root;
+  lua_Integer rootindex;
+};
+
+static void enc_release(lmp_enc *E) {
+  lmp_buf_free(&E->buf);
+  ph_free(&E->refs);
+  ph_free(&E->upv);
+  free(E->segs);
+  E->segs = NULL;
+  E->nsegs = E->capsegs = 0;
+}
+
+static int box_gc(lua_State *L) {
+  lmp_enc *E = (lmp_enc *)luaL_checkudata(L, 1, LMP_ENCBOX);
+  enc_release(E);
+  return 0;
+}
+
+lmp_enc *lmp_enc_new(lua_State *L, int zerocopy) {
+  lmp_enc *E = (lmp_enc *)lua_newuserdatauv(L, sizeof *E, 1);
+  memset(E, 0, sizeof *E);
+  E->L = L;
+  E->zerocopy = zerocopy;
+  E->box = lua_gettop(L);
+  if (luaL_newmetatable(L, LMP_ENCBOX)) {
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return E;
+}
+
+void lmp_enc_reset(lmp_enc *E) {
+  E->buf.n = 0;
+  if (E->buf.cap > (1u << 20)) lmp_buf_free(&E->buf);
+  ph_clear(&E->refs);
+  ph_clear(&E->upv);
+  E->nrefs = 0;
+  E->depth = 0;
+  E->nsegs = 0;
+  E->extbytes = 0;
+  E->knownready = 0;
+  if (E->anchor) {     /* drop references kept for the last message */
+    lua_pushnil(E->L);
+    lua_setiuservalue(E->L, E->box, 1);
+    E->anchor = 0;
+  }
+}
+
+static void enc_nomem(lmp_enc *E) {
+  enc_release(E);
+  lmp_error(E->L, "lmp: not enough memory to encode");
+}
+
+static void put(lmp_enc *E, const void *p, size_t n) {
+  if (E->buf.cap - E->buf.n < n && lmp_buf_grow(&E->buf, n) != 0)
+    enc_nomem(E);
+  memcpy(E->buf.p + E->buf.n, p, n);
+  E->buf.n += n;
+}
+
+static void putbyte(lmp_enc *E, int c) {
+  if (E->buf.n == E->buf.cap && lmp_buf_grow(&E->buf, 1) != 0)
+    enc_nomem(E);
+  E->buf.p[E->buf.n++] = (char)c;
+}
+
+static int varint_len(uint64_t v) {
+  int n = 1;
+  while (v >= 0x80) { v >>= 7; n++; }
+  return n;
+}
+
+/* writes v in exactly `width` bytes (padded LEB128 is still valid) */
+static void put_varint_at(char *p, uint64_t v, int width) {
+  int i;
+  for (i = 0; i < width - 1; i++) {
+    p[i] = (char)((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  p[width - 1] = (char)(v & 0x7f);
+}
+
+static void putvarint(lmp_enc *E, uint64_t v) {
+  char tmp[10];
+  int w = varint_len(v);
+  put_varint_at(tmp, v, w);
+  put(E, tmp, (size_t)w);
+}
+
+void lmp_enc_raw(lmp_enc *E, const void *p, size_t n) { put(E, p, n); }
+
+size_t lmp_enc_size(lmp_enc *E) { return E->buf.n + E->extbytes; }
+
+/*
+** Fills a count reserved `width` bytes wide at `at`; when the count needs
+** more room, the bytes after it move (rare: only for big tables).
+*/
+static int patch_count(lmp_enc *E, size_t at, int width, uint64_t v) {
+  int need = varint_len(v);
+  size_t i;
+  if (need > width) {
+    size_t extra = (size_t)(need - width);
+    if (E->buf.cap - E->buf.n < extra && lmp_buf_grow(&E->buf, extra) != 0)
+      enc_nomem(E);
+    memmove(E->buf.p + at + need, E->buf.p + at + width,
+            E->buf.n - at - (size_t)width);
+    E->buf.n += extra;
+    for (i = 0; i < E->nsegs; i++)
+      if (E->segs[i].off > at) E->segs[i].off += extra;
+    width = need;
+  }
+  put_varint_at(E->buf.p + at, v, width);
+  return width;
+}
+
+/* ---------------------------------------------------------------------- */
+/* error paths                                                            */
+/* ---------------------------------------------------------------------- */
+static int is_ident(const char *s, size_t n) {
+  size_t i;
+  static const char *const reserved[] = {
+    "and", "break", "do", "else", "elseif", "end", "false", "for",
+    "function", "goto", "if", "in", "local", "nil", "not", "or", "repeat",
+    "return", "then", "true", "until", "while", NULL
+  };
+  if (n == 0 || n > 40 || !(s[0] == '_' || (s[0] >= 'a' && s[0] <= 'z') ||
+                            (s[0] >= 'A' && s[0] <= 'Z')))
+    return 0;
+  for (i = 1; i < n; i++) {
+    char c = s[i];
+    if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9')))
+      return 0;
+  }
+  for (i = 0; reserved[i]; i++)
+    if (strlen(reserved[i]) == n && memcmp(reserved[i], s, n) == 0) return 0;
+  return 1;
+}
+
+static void add_key(luaL_Buffer *b, lua_State *L, int idx) {
+  switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+      size_t n, i;
+      const char *s = lua_tolstring(L, idx, &n);
+      if (is_ident(s, n)) {
+        luaL_addchar(b, '.');
+        luaL_addlstring(b, s, n);
+        return;
+      }
+      luaL_addstring(b, "[\"");
+      for (i = 0; i < n && i < 40; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+          luaL_addchar(b, '\\');
+          luaL_addchar(b, (char)c);
+        } else if (c < 32 || c >= 127) {
+          char esc[8];
+          snprintf(esc, sizeof esc, "\\%d", c);
+          luaL_addstring(b, esc);
+        } else luaL_addchar(b, (char)c);
+      }
+      if (n > 40) luaL_addstring(b, "...");
+      luaL_addstring(b, "\"]");
+      return;
+    }
+    case LUA_TNUMBER: case LUA_TBOOLEAN:
+      luaL_addchar(b, '[');
+      luaL_tolstring(L, idx, NULL);
+      luaL_addvalue(b);
+      luaL_addchar(b, ']');
+      return;
+    default:
+      luaL_addstring(b, "[<");
+      luaL_addstring(b, luaL_typename(L, idx));
+      luaL_addstring(b, ">]");
+  }
+}
+
+/* pushes the path of the value as a string like args[2].conn */
+static void push_path(lmp_enc *E, const epath *path) {
+  lua_State *L = E->L;
+  const epath *segs[16];
+  int n = 0, total = 0, i;
+  const epath *p;
+  luaL_Buffer b;
+  for (p = path; p != NULL; p = p->up) total++;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, E->root);
+  if (E->rootindex >= 0) {
+    lua_pushfstring(L, "[%I]", (LUAI_UACINT)E->rootindex);
+    luaL_addvalue(&b);
+  }
+  /* innermost segments are the useful ones when the chain is long */
+  for (p = path; p != NULL && n < 16; p = p->up) segs[n++] = p;
+  if (total > n) luaL_addstring(&b, "...");
+  for (i = n - 1; i >= 0; i--) {
+    p = segs[i];
+    switch (p->kind) {
+      case P_INDEX:
+        lua_pushfstring(L, "[%I]", (LUAI_UACINT)p->i);
+        luaL_addvalue(&b);
+        break;
+      case P_KEY: add_key(&b, L, p->idx); break;
+      case P_UPVAL:
+        luaL_addstring(&b, "<upvalue ");
+        luaL_addstring(&b, (p->s && *p->s) ? p->s : "?");
+        luaL_addchar(&b, '>');
+        break;
+      case P_ISKEY: luaL_addstring(&b, "<key>"); break;
+      case P_CUSTOM: luaL_addstring(&b, "<__serialize>"); break;
+    }
+  }
+  luaL_pushresult(&b);
+}
+
+static void enc_fail(lmp_enc *E, const epath *path, const char *what) {
+  lua_State *L = E->L;
+  push_path(E, path);
+  enc_release(E);
+  lmp_error(L, "lmp: cannot serialize %s at %s", what, lua_tostring(L, -1));
+}
+
+/* ---------------------------------------------------------------------- */
+/* library values travel by name                                          */
+/* ---------------------------------------------------------------------- */
+/*
+** The map from library values (package.loaded[mod], and the C functions
+** and userdata directly inside those modules) to their names lives in the
+** registry (a Lua table that also keeps the values alive, so a pointer in
+** the C hash can never be reused by another object) and is rebuilt when the
+** number of loaded modules changes.
+*/
+struct known {
+  phash h;
+  lua_Integer nloaded;
+};
+typedef struct known known;
+
+static int known_gc(lua_State *L) {
+  known *K = (known *)lua_touserdata(L, 1);
+  ph_free(&K->h);
+  return 0;
+}
+
+static lua_Integer count_loaded(lua_State *L, int loaded) {
+  lua_Integer n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, loaded)) {
+    lua_pop(L, 1);
+    n++;
+  }
+  return n;
+}
+
+static void known_add(lua_State *L, known *K, int names, int v,
+                      int mod, int key) {
+  const void *p = lua_topointer(L, v);
+  lua_Integer i;
+  if (p == NULL || ph_get(&K->h, p) != 0) return;
+  i = (lua_Integer)luaL_len(L, names) + 1;
+  lua_pushvalue(L, mod);
+  lua_rawseti(L, names, i);            /* names[i] = module name */
+  if (key) lua_pushvalue(L, key);
+  else lua_pushboolean(L, 0);
+  lua_rawseti(L, names, i + 1);        /* names[i+1] = key or false */
+  lua_pushvalue(L, v);
+  lua_rawseti(L, names, i + 2);        /* names[i+2] = the value (anchor) */
+  if (ph_put(&K->h, p, i) != 0) lmp_error(L, "lmp: not enough memory");
+}
+
+static int known_isnamed(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  return (t == LUA_TFUNCTION && lua_iscfunction(L, idx)) || t == LUA_TUSERDATA;
+}
+
+/* pushes the `known` userdata, rebuilt if modules were loaded since */
+static known *known_get(lua_State *L) {
+  known *K;
+  lua_Integer n;
+  int top = lua_gettop(L), loaded, names;
+  luaL_checkstack(L, 10, NULL);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  loaded = lua_gettop(L);
+  n = count_loaded(L, loaded);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, KEY_KNOWN) == LUA_TUSERDATA) {
+    K = (known *)lua_touserdata(L, -1);
+    if (K->nloaded == n) {
+      lua_replace(L, top + 1);
+      lua_settop(L, top + 1);
+      return K;
+    }
+  }
+  lua_pop(L, 1);
+  K = (known *)lua_newuserdatauv(L, sizeof *K, 1);
+  memset(K, 0, sizeof *K);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, known_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_newtable(L);
+  names = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, loaded)) {        /* mod, value */
+    int mod = lua_gettop(L) - 1, val = lua_gettop(L);
+    if (lua_type(L, mod) == LUA_TSTRING &&
+        (lua_istable(L, val) || known_isnamed(L, val))) {
+      known_add(L, K, names, val, mod, 0);
+      if (lua_istable(L, val)) {
+        lua_pushnil(L);
+        while (lua_next(L, val)) {     /* key, member */
+          if (lua_type(L, -2) == LUA_TSTRING && known_isnamed(L, -1))
+            known_add(L, K, names, lua_gettop(L), mod, lua_gettop(L) - 1);
+          lua_pop(L, 1);
+        }
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_setiuservalue(L, -2, 1);
+  K->nloaded = n;
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, KEY_KNOWN);
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+  return K;
+}
+
+/* writes a T_NAMED for the value at idx if it is a library value */
+static int enc_named(lmp_enc *E, int idx) {
+  lua_State *L = E->L;
+  lua_Integer i;
+  size_t n;
+  const char *s;
+  if (!E->knownready) {                /* once per message */
+    E->known = known_get(L);
+    lua_pop(L, 1);                     /* anchored in the registry */
+    E->knownready = 1;
+  }
+  i = ph_get(&E->known->h, lua_topointer(L, idx));
+  if (i == 0) return 0;
+  lua_getfield(L, LUA_REGISTRYINDEX, KEY_KNOWN);
+  lua_getiuservalue(L, -1, 1);
+  putbyte(E, T_NAMED);
+  lua_rawgeti(L, -1, i);
+  s = lua_tolstring(L, -1, &n);
+  putvarint(E, n);
+  put(E, s, n);
+  lua_rawgeti(L, -2, i + 1);
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    s = lua_tolstring(L, -1, &n);
+    putbyte(E, 1);
+    putvarint(E, n);
+    put(E, s, n);
+  } else putbyte(E, 0);
+  lua_pop(L, 4);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* values                                                                 */
+/* ---------------------------------------------------------------------- */
+static void enc_value(lmp_enc *E, int idx, const epath *path);
+
+static void enc_string(lmp_enc *E, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(E->L, idx, &n);
+  putbyte(E, T_STR);
+  putvarint(E, n);
+  if (E->zerocopy && n >= ZEROCOPY_MIN) {
+    if (E->nsegs == E->capsegs) {
+      size_t nc = E->capsegs ? E->capsegs * 2 : 8;
+      seg *ns = (seg *)realloc(E->segs, nc * sizeof *ns);
+      if (ns == NULL) enc_nomem(E);
+      E->segs = ns;
+      E->capsegs = nc;
+    }
+    E->segs[E->nsegs].off = E->buf.n;
+    E->segs[E->nsegs].p = s;
+    E->segs[E->nsegs].n = n;
+    E->nsegs++;
+    E->extbytes += n;
+  } else put(E, s, n);
+}
+
+static void enc_number(lmp_enc *E, int idx) {
+  lua_State *L = E->L;
+  if (lua_isinteger(L, idx)) {
+    lua_Integer i = lua_tointeger(L, idx);
+    uint64_t z = ((uint64_t)i << 1) ^ (uint64_t)(i < 0 ? -1 : 0);
+    char tmp[11];
+    int w = varint_len(z);
+    tmp[0] = T_INT;
+    put_varint_at(tmp + 1, z, w);
+    put(E, tmp, (size_t)w + 1);
+  } else {
+    double d = (double)lua_tonumber(L, idx);
+    unsigned char tmp[9];
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    tmp[0] = T_FLT;
+    lmp_put64(tmp + 1, u);
+    put(E, tmp, 9);
+  }
+}
+
+/* returns 1 and writes a back-reference if the object was seen already */
+static int enc_seen(lmp_enc *E, const void *p) {
+  lua_Integer id = ph_get(&E->refs, p);
+  if (id == 0) {
+    if (ph_put(&E->refs, p, ++E->nrefs) != 0) enc_nomem(E);
+    return 0;
+  }
+  putbyte(E, T_REF);
+  putvarint(E, (uint64_t)id);
+  return 1;
+}
+
+static void enc_enter(lmp_enc *E, const epath *path) {
+  if (++E->depth > LMP_MAXDEPTH)
+    enc_fail(E, path, "a value nested more than 1000 levels deep");
+  if (!lua_checkstack(E->L, 6)) enc_fail(E, path, "a value (stack overflow)");
+}
+
+/* the value has a metatable with __serialize (on top of the stack) */
+static void enc_custom(lmp_enc *E, int idx, const epath *path) {
+  lua_State *L = E->L;
+  epath sub;
+  int mt = lua_gettop(L) - 1;          /* [mt, __serialize] */
+  putbyte(E, T_CUSTOM);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, KEY_METABYMT) == LUA_TTABLE) {
+    lua_pushvalue(L, mt);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+  }
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    putvarint(E, n);
+    put(E, s, n);
+  } else putvarint(E, 0);
+  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 1);                   /* [mt, replacement] */
+  if (E->anchor == 0) {                /* keep replacements alive until the
+                                          message is written */
+    lua_newtable(L);
+    lua_setiuservalue(L, E->box, 1);
+    E->anchor = 1;
+  }
+  lua_getiuservalue(L, E->box, 1);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+  lua_pop(L, 1);
+  sub.up = path;
+  sub.kind = P_CUSTOM;
+  enc_value(E, lua_gettop(L), &sub);
+  lua_pop(L, 2);
+}
+
+/*
+** Handles the metatable of the value at idx: 1 if the value was written
+** (via __serialize), 0 if the caller writes the body (no metatable, or a
+** registered one whose name was just written).
+*/
+static int enc_meta(lmp_enc *E, int idx, const epath *path) {
+  lua_State *L = E->L;
+  if (!lua_getmetatable(L, idx)) return 0;             /* [mt] */
+  if (lua_getfield(L, -1, "__serialize") != LUA_TNIL) {
+    enc_custom(E, idx, path);                          /* pops both */
+    return 1;
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, KEY_METABYMT) == LUA_TTABLE) {
+    lua_pushvalue(L, -2);
+    lua_rawget(L, -2);                                 /* [mt, bymt, name] */
+  } else lua_pushnil(L);
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    putbyte(E, T_META);
+    putvarint(E, n);
+    put(E, s, n);
+    lua_pop(L, 3);
+    return 0;
+  }
+  lua_pop(L, 3);
+  enc_fail(E, path, "table with unregistered metatable (see mp.register)");
+  return 0;
+}
+
+static void enc_table(lmp_enc *E, int idx, const epath *path) {
+  lua_State *L = E->L;
+  size_t at, hat;
+  int aw;
+  lua_Unsigned narr = 0, nhash = 0, len;
+  epath sub;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  if (lua_rawequal(L, idx, -1)) {
+    lua_pop(L, 1);
+    putbyte(E, T_GLOBALS);
+    return;
+  }
+  lua_pop(L, 1);
+  if (ph_get(&E->refs, lua_topointer(L, idx)) == 0 && enc_named(E, idx))
+    return;
+  if (enc_seen(E, lua_topointer(L, idx))) return;
+  enc_enter(E, path);
+  if (enc_meta(E, idx, path)) {
+    E->depth--;
+    return;
+  }
+  putbyte(E, T_TAB);
+  len = (lua_Unsigned)lua_rawlen(L, idx);
+  aw = varint_len(len);
+  if (E->buf.cap - E->buf.n < (size_t)aw + 1 &&
+      lmp_buf_grow(&E->buf, (size_t)aw + 1) != 0)
+    enc_nomem(E);
+  at = E->buf.n;
+  E->buf.n += (size_t)aw + 1;          /* room for both counts */
+  hat = 0;
+  sub.up = path;
+  /* lua_next visits the array part first and in order: that run is the
+     array section, everything after it goes as key/value pairs */
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int top = lua_gettop(L);
+    if (hat == 0 && lua_isinteger(L, top - 1) &&
+        lua_tointeger(L, top - 1) == (lua_Integer)narr + 1) {
+      narr++;
+      sub.kind = P_INDEX;
+      sub.i = (lua_Integer)narr;
+      enc_value(E, top, &sub);
+    } else {
+      if (hat == 0) hat = at + (size_t)patch_count(E, at, aw, narr);
+      nhash++;
+      sub.kind = P_ISKEY;
+      enc_value(E, top - 1, &sub);
+      sub.kind = P_KEY;
+      sub.idx = top - 1;
+      enc_value(E, top, &sub);
+    }
+    lua_pop(L, 1);
+  }
+  if (hat == 0) hat = at + (size_t)patch_count(E, at, aw, narr);
+  patch_count(E, hat, 1, nhash);
+  E->depth--;
+}
+
+typedef struct dumpst {
+  lmp_enc *E;
+} dumpst;
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  lmp_enc *E = ((dumpst *)ud)->E;
+  (void)L;
+  put(E, p, n);
+  return 0;
+}
+
+static void enc_function(lmp_enc *E, int idx, const epath *path) {
+  lua_State *L = E->L;
+  dumpst ds;
+  size_t at;
+  int i, nups = 0;
+  lua_Integer fid;
+  epath sub;
+  if (lua_iscfunction(L, idx)) {
+    if (enc_named(E, idx)) return;
+    enc_fail(E, path, "C function");
+  }
+  if (enc_seen(E, lua_topointer(L, idx))) return;
+  fid = E->nrefs;
+  enc_enter(E, path);
+  putbyte(E, T_FUNC);
+  if (E->buf.cap - E->buf.n < 5 && lmp_buf_grow(&E->buf, 5) != 0)
+    enc_nomem(E);
+  at = E->buf.n;
+  E->buf.n += 5;
+  ds.E = E;
+  lua_pushvalue(L, idx);
+  lua_dump(L, dump_writer, &ds, 0);   /* keep debug info for tracebacks */
+  lua_pop(L, 1);
+  put_varint_at(E->buf.p + at, (uint64_t)(E->buf.n - at - 5), 5);
+  while (lua_getupvalue(L, idx, nups + 1) != NULL) {
+    lua_pop(L, 1);
+    nups++;
+  }
+  putvarint(E, (uint64_t)nups);
+  sub.up = path;
+  sub.kind = P_UPVAL;
+  for (i = 1; i <= nups; i++) {
+    const void *uid = lua_upvalueid(L, idx, i);
+    lua_Integer prev = ph_get(&E->upv, uid);
+    if (prev != 0) {                   /* shared with an earlier closure */
+      putbyte(E, T_JOIN);
+      putvarint(E, (uint64_t)(prev >> 8));
+      putvarint(E, (uint64_t)(prev & 0xff));
+      continue;
+    }
+    if (ph_put(&E->upv, uid, fid * 256 + i) != 0) enc_nomem(E);
+    sub.s = lua_getupvalue(L, idx, i);
+    enc_value(E, lua_gettop(L), &sub);
+    lua_pop(L, 1);
+  }
+  E->depth--;
+}
+
+static void enc_userdata(lmp_enc *E, int idx, const epath *path) {
+  lua_State *L = E->L;
+  if (ph_get(&E->refs, lua_topointer(L, idx)) == 0 && enc_named(E, idx))
+    return;
+  if (lua_getmetatable(L, idx)) {
+    int has = lua_getfield(L, -1, "__serialize") != LUA_TNIL;
+    lua_pop(L, 2);
+    if (has) {
+      if (enc_seen(E, lua_topointer(L, idx))) return;
+      enc_enter(E, path);
+      enc_meta(E, idx, path);
+      E->depth--;
+      return;
+    }
+  }
+  enc_fail(E, path, "userdata");
+}
+
+static void enc_value(lmp_enc *E, int idx, const epath *path) {
+  lua_State *L = E->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: putbyte(E, T_NIL); break;
+    case LUA_TBOOLEAN: putbyte(E, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+      break;
+    case LUA_TNUMBER: enc_number(E, idx); break;
+    case LUA_TSTRING: enc_string(E, idx); break;
+    case LUA_TTABLE: enc_table(E, idx, path); break;
+    case LUA_TFUNCTION: enc_function(E, idx, path); break;
+    case LUA_TUSERDATA: enc_userdata(E, idx, path); break;
+    case LUA_TLIGHTUSERDATA: enc_fail(E, path, "light userdata"); break;
+    case LUA_TTHREAD: enc_fail(E, path, "thread"); break;
+    default: enc_fail(E, path, luaL_typename(L, idx));
+  }
+}
+
+void lmp_enc_begin(lmp_enc *E, size_t nvalues) {
+  static const char magic[4] = { 'L', 'M', 'P', VERSION };
+  put(E, magic, 4);
+  putvarint(E, (uint64_t)nvalues);
+}
+
+void lmp_enc_value(lmp_enc *E, int idx, const char *root,
+                   lua_Integer rootindex) {
+  E->root = root;
+  E->rootindex = rootindex;
+  enc_value(E, lua_absindex(E->L, idx), NULL);
+}
+
+const char *lmp_enc_flatten(lmp_enc *E, size_t *len) {
+  size_t i, total = E->buf.n + E->extbytes, pos = 0, from = 0;
+  char *out;
+  if (E->nsegs == 0) {
+    *len = E->buf.n;
+    return E->buf.p;
+  }
+  out = (char *)malloc(total ? total : 1);
+  if (out == NULL) enc_nomem(E);
+  for (i = 0; i < E->nsegs; i++) {
+    memcpy(out + pos, E->buf.p + from, E->segs[i].off - from);
+    pos += E->segs[i].off - from;
+    from = E->segs[i].off;
+    memcpy(out + pos, E->segs[i].p, E->segs[i].n);
+    pos += E->segs[i].n;
+  }
+  memcpy(out + pos, E->buf.p + from, E->buf.n - from);
+  free(E->buf.p);
+  E->buf.p = out;
+  E->buf.n = E->buf.cap = total;
+  E->nsegs = 0;
+  E->extbytes = 0;
+  return E->buf.p;
+}
+
+/* writes the frame with writev, straight from the Lua strings */
+int lmp_enc_writeframe(lmp_enc *E, int fd) {
+  unsigned char hdr[8];
+  struct iovec iov[64];
+  size_t si = 0, from = 0;
+  int n = 0, first = 1;
+  lmp_put64(hdr, (uint64_t)(E->buf.n + E->extbytes));
+  for (;;) {
+    ssize_t w;
+    if (first) {
+      iov[n].iov_base = hdr;
+      iov[n].iov_len = 8;
+      n++;
+      first = 0;
+    }
+    while (n < 62 && (si < E->nsegs || from < E->buf.n)) {
+      size_t upto = si < E->nsegs ? E->segs[si].off : E->buf.n;
+      if (upto > from) {
+        iov[n].iov_base = E->buf.p + from;
+        iov[n].iov_len = upto - from;
+        n++;
+      }
+      from = upto;
+      if (si < E->nsegs) {
+        iov[n].iov_base = (void *)E->segs[si].p;
+        iov[n].iov_len = E->segs[si].n;
+        n++;
+        si++;
+      }
+    }
+    if (n == 0) return 0;
+    {
+      int k = 0;
+      while (k < n) {
+        w = writev(fd, iov + k, n - k);
+        if (w < 0) {
+          if (errno == EINTR) continue;
+          return -1;
+        }
+        while (k < n && (size_t)w >= iov[k].iov_len) {
+          w -= (ssize_t)iov[k].iov_len;
+          k++;
+        }
+        if (k < n) {
+          iov[k].iov_base = (char *)iov[k].iov_base + w;
+          iov[k].iov_len -= (size_t)w;
+        }
+      }
+    }
+    n = 0;
+  }
+}
+
+/* ====================================================================== */
+/* decoder                                                                */
+/* ====================================================================== */
+static void dec_fail(lmp_dec *D, const char *msg) {
+  lmp_error(D->L, "lmp: decode: %s", msg);
+}
+
+static uint64_t dec_varint(lmp_dec *D) {
+  uint64_t v = 0;
+  int shift = 0;
+  while (D->p < D->end) {
+    unsigned c = *D->p++;
+    if (shift == 63 && (c & 0x7e)) break;
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) return v;
+    shift += 7;
+    if (shift > 63) break;
+  }
+  dec_fail(D, D->p >= D->end ? "truncated message" : "malformed varint");
+  return 0;
+}
+
+static size_t dec_len(lmp_dec *D, size_t unit) {
+  uint64_t n = dec_varint(D);
+  if (n > (uint64_t)(D->end - D->p) / unit)
+    dec_fail(D, "declared length exceeds the message");
+  return (size_t)n;
+}
+
+static void dec_value(lmp_dec *D);
+
+static void dec_enter(lmp_dec *D) {
+  if (++D->depth > LMP_MAXDEPTH)
+    dec_fail(D, "value nested more than 1000 levels deep");
+  if (!lua_checkstack(D->L, 8)) dec_fail(D, "stack overflow");
+}
+
+static lua_Integer dec_newref(lmp_dec *D) {
+  lua_pushvalue(D->L, -1);
+  lua_rawseti(D->L, D->refs, ++D->nrefs);
+  return D->nrefs;
+}
+
+static void dec_table(lmp_dec *D) {
+  lua_State *L = D->L;
+  size_t narr, nhash, i;
+  dec_enter(D);
+  narr = dec_len(D, 1);
+  nhash = dec_len(D, 2);
+  if (narr + nhash > (size_t)(D->end - D->p))
+    dec_fail(D, "declared length exceeds the message");
+  lua_createtable(L, narr > INT_MAX ? INT_MAX : (int)narr,
+                  nhash > INT_MAX ? INT_MAX : (int)nhash);
+  dec_newref(D);
+  for (i = 1; i <= narr; i++) {
+    dec_value(D);
+    lua_rawseti(L, -2, (lua_Integer)i);
+  }
+  for (i = 0; i < nhash; i++) {
+    dec_value(D);
+    if (lua_isnil(L, -1)) dec_fail(D, "nil table key");
+    if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+      lua_Number k = lua_tonumber(L, -1);
+      if (k != k) dec_fail(D, "NaN table key");
+    }
+    dec_value(D);
+    lua_rawset(L, -3);
+  }
+  D->depth--;
+}
+
+static void dec_string(lmp_dec *D) {
+  size_t n = dec_len(D, 1);
+  lua_pushlstring(D->L, (const char *)D->p, n);
+  D->p += n;
+}
+
+typedef struct loadst {
+  const char *p;
+  size_t n;
+} loadst;
+
+static const char *load_reader(lua_State *L, void *ud, size_t *size) {
+  loadst *ls = (loadst *)ud;
+  (void)L;
+  *size = ls->n;
+  ls->n = 0;
+  return *size ? ls->p : NULL;
+}
+
+static int upvalue_count(lua_State *L, int f) {
+  int n = 0;
+  while (lua_getupvalue(L, f, n + 1) != NULL) {
+    lua_pop(L, 1);
+    n++;
+  }
+  return n;
+}
+
+static void dec_function(lmp_dec *D) {
+  lua_State *L = D->L;
+  loadst ls;
+  int f, i, nups;
+  if (!D->functions)
+    dec_fail(D, "message contains a function (pass {functions=true} to "
+                "accept bytecode, only from a trusted source)");
+  dec_enter(D);
+  ls.n = dec_len(D, 1);
+  ls.p = (const char *)D->p;
+  D->p += ls.n;
+  if (lua_load(L, load_reader, &ls, "=lmp", "b") != LUA_OK)
+    lmp_error(L, "lmp: decode: bad function: %s", lua_tostring(L, -1));
+  f = lua_gettop(L);
+  dec_newref(D);
+  nups = (int)dec_varint(D);
+  if (nups != upvalue_count(L, f)) dec_fail(D, "upvalue count mismatch");
+  for (i = 1; i <= nups; i++) {
+    if (D->p < D->end && *D->p == T_JOIN) {
+      lua_Integer fid;
+      int up;
+      D->p++;
+      fid = (lua_Integer)dec_varint(D);
+      up = (int)dec_varint(D);
+      if (fid < 1 || fid > D->nrefs ||
+          lua_rawgeti(L, D->refs, fid) != LUA_TFUNCTION ||
+          lua_iscfunction(L, -1) || up < 1 || up > upvalue_count(L, -1))
+        dec_fail(D, "bad shared upvalue");
+      lua_upvaluejoin(L, f, i, lua_gettop(L), up);
+      lua_pop(L, 1);
+    } else {
+      dec_value(D);
+      lua_setupvalue(L, f, i);
+    }
+  }
+  D->depth--;
+}
+
+static void push_registered(lmp_dec *D, const char *name) {
+  lua_State *L = D->L;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, KEY_METABYNAME) != LUA_TTABLE ||
+      lua_getfield(L, -1, name) != LUA_TTABLE)
+    lmp_error(L, "lmp: decode: metatable '%s' is not registered in this "
+                  "process (mp.register)", name);
+  lua_remove(L, -2);
+}
+
+static void dec_named(lmp_dec *D) {
+  lua_State *L = D->L;
+  int base = lua_gettop(L) + 1, haskey;
+  dec_string(D);                                       /* [mod] */
+  if (D->p >= D->end) dec_fail(D, "truncated message");
+  haskey = *D->p++;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushvalue(L, base);
+  lua_rawget(L, -2);                                   /* [mod, loaded, m] */
+  if (haskey) {
+    dec_string(D);                                     /* [.., m, key] */
+    if (lua_istable(L, base + 2)) {
+      lua_pushvalue(L, base + 3);
+      lua_rawget(L, base + 2);
+    } else lua_pushnil(L);                             /* [.., key, v] */
+    if (lua_isnil(L, -1))
+      lmp_error(L, "lmp: decode: library value %s.%s is not loaded in this "
+                    "process", lua_tostring(L, base), lua_tostring(L, base + 3));
+  } else if (lua_isnil(L, -1))
+    lmp_error(L, "lmp: decode: module %s is not loaded in this process",
+               lua_tostring(L, base));
+  lua_replace(L, base);
+  lua_settop(L, base);
+}
+
+static void dec_value(lmp_dec *D) {
+  lua_State *L = D->L;
+  int tag;
+  if (D->p >= D->end) dec_fail(D, "truncated message");
+  tag = *D->p++;
+  switch (tag) {
+    case T_NIL: lua_pushnil(L); break;
+    case T_FALSE: lua_pushboolean(L, 0); break;
+    case T_TRUE: lua_pushboolean(L, 1); break;
+    case T_INT: {
+      uint64_t z = dec_varint(D);
+      lua_pushinteger(L, (lua_Integer)((z >> 1) ^ (~(z & 1) + 1)));
+      break;
+    }
+    case T_FLT: {
+      uint64_t u;
+      double d;
+      if (D->end - D->p < 8) dec_fail(D, "truncated message");
+      u = lmp_get64(D->p);
+      memcpy(&d, &u, 8);
+      D->p += 8;
+      lua_pushnumber(L, (lua_Number)d);
+      break;
+    }
+    case T_STR: dec_string(D); break;
+    case T_TAB: dec_table(D); break;
+    case T_REF: {
+      uint64_t id = dec_varint(D);
+      if (id < 1 || id > (uint64_t)D->nrefs) dec_fail(D, "bad reference");
+      if (lua_rawgeti(L, D->refs, (lua_Integer)id) == LUA_TNIL)
+        dec_fail(D, "reference to a value that is still being decoded");
+      break;
+    }
+    case T_META: {
+      dec_string(D);
+      if (D->p >= D->end || *D->p != T_TAB)
+        dec_fail(D, "metatable name not followed by a table");
+      D->p++;
+      dec_table(D);
+      push_registered(D, lua_tostring(L, -2));
+      lua_setmetatable(L, -2);
+      lua_remove(L, -2);
+      break;
+    }
+    case T_CUSTOM: {
+      lua_Integer id;
+      dec_enter(D);
+      id = ++D->nrefs;                 /* slot filled once rebuilt */
+      dec_string(D);
+      dec_value(D);                    /* [name, replacement] */
+      if (lua_rawlen(L, -2) > 0) {
+        push_registered(D, lua_tostring(L, -2));
+        if (lua_getfield(L, -1, "__deserialize") != LUA_TNIL) {
+          lua_pushvalue(L, -3);
+          lua_call(L, 1, 1);
+          lua_replace(L, -3);
+          lua_pop(L, 1);
+        } else {
+          lua_pop(L, 1);
+          if (lua_istable(L, -2)) lua_setmetatable(L, -2);
+          else lua_pop(L, 1);
+        }
+      }
+      lua_remove(L, -2);
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, D->refs, id);
+      D->depth--;
+      break;
+    }
+    case T_FUNC: dec_function(D); break;
+    case T_GLOBALS: lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS); break;
+    case T_NAMED: dec_named(D); break;
+    default: dec_fail(D, "unknown value tag (corrupt message)");
+  }
+}
+
+size_t lmp_dec_begin(lmp_dec *D, lua_State *L, const char *p, size_t len,
+                     int functions) {
+  uint64_t n;
+  D->L = L;
+  D->p = (const unsigned char *)p;
+  D->end = D->p + len;
+  D->nrefs = 0;
+  D->depth = 0;
+  D->functions = functions;
+  D->refs = 0;
+  if (len < 4 || memcmp(p, "LMP", 3) != 0)
+    dec_fail(D, "not an lmp message (bad magic)");
+  if ((unsigned char)p[3] != VERSION)
+    lmp_error(L, "lmp: decode: wire format version %d, this lmp reads "
+                  "version %d", (unsigned char)p[3], VERSION);
+  D->p += 4;
+  n = dec_varint(D);
+  if (n > (uint64_t)(D->end - D->p)) dec_fail(D, "bad value count");
+  lua_newtable(L);
+  D->refs = lua_gettop(L);
+  return (size_t)n;
+}
+
+void lmp_dec_value(lmp_dec *D) { dec_value(D); }
+
+void lmp_dec_end(lmp_dec *D) {
+  if (D->p != D->end) dec_fail(D, "trailing bytes after the message");
+  if (D->refs) {
+    lua_remove(D->L, D->refs);
+    D->refs = 0;
+  }
+}
+
+/* ====================================================================== */
+/* Lua API                                                                */
+/* ====================================================================== */
+static int codec_encode(lua_State *L) {
+  int n = lua_gettop(L), i;
+  lmp_enc *E = lmp_enc_new(L, 0);
+  size_t len;
+  const char *s;
+  lmp_enc_begin(E, (size_t)n);
+  for (i = 1; i <= n; i++) lmp_enc_value(E, i, "args", i);
+  s = lmp_enc_flatten(E, &len);
+  lua_pushlstring(L, s, len);
+  enc_release(E);
+  return 1;
+}
+
+static int codec_decode(lua_State *L) {
+  size_t len, n, i;
+  const char *s = luaL_checklstring(L, 1, &len);
+  int functions = 0;
+  lmp_dec D;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "functions");
+    functions = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 1);
+  n = lmp_dec_begin(&D, L, s, len, functions);
+  for (i = 0; i < n; i++) {
+    if (!lua_checkstack(L, 8)) dec_fail(&D, "too many values");
+    lmp_dec_value(&D);
+  }
+  lmp_dec_end(&D);
+  return (int)n;
+}
+
+static int codec_register(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (*name == '\0') return luaL_argerror(L, 1, "empty name");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_METABYNAME);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_METABYMT);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_rawset(L, -4);                   /* byname[name] = mt */
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 1);
+  lua_rawset(L, -3);                   /* bymt[mt] = name */
+  lua_settop(L, 2);
+  return 1;
+}
+
+void lmp_codec_open(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"encode", codec_encode},
+    {"decode", codec_decode},
+    {"register", codec_register},
+    {NULL, NULL}
+  };
+  luaL_setfuncs(L, funcs, 0);
+}

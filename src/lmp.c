@@ -1,0 +1,896 @@
+/*
+** lmp.c -- module entry, process-level functions and mp.Process.
+*/
+#include "lmp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lualib.h"
+
+#define KEY_STATE    "lmp.state"
+#define KEY_CHILDREN "lmp.children"
+#define KEY_REAPED   "lmp.reaped"
+
+/* ====================================================================== */
+/* module state                                                           */
+/* ====================================================================== */
+lmp_state *lmp_getstate(lua_State *L) {
+  lmp_state *S;
+  lua_getfield(L, LUA_REGISTRYINDEX, KEY_STATE);
+  S = (lmp_state *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return S;
+}
+
+void lmp_track_fd(lua_State *L, lmp_state *S, int fd) {
+  if (S->nfds == S->capfds) {
+    size_t nc = S->capfds ? S->capfds * 2 : 16;
+    int *nf = (int *)realloc(S->fds, nc * sizeof *nf);
+    if (nf == NULL) {
+      close(fd);
+      lmp_error(L, "lmp: not enough memory");
+    }
+    S->fds = nf;
+    S->capfds = nc;
+  }
+  S->fds[S->nfds++] = fd;
+}
+
+void lmp_close_fd(lmp_state *S, int fd) {
+  size_t i;
+  if (fd < 0) return;
+  for (i = 0; i < S->nfds; i++) {
+    if (S->fds[i] == fd) {
+      S->fds[i] = S->fds[--S->nfds];
+      break;
+    }
+  }
+  close(fd);
+}
+
+void lmp_zombie_add(lmp_state *S, pid_t pid) {
+  if (S->nzombies == S->capzombies) {
+    size_t nc = S->capzombies ? S->capzombies * 2 : 16;
+    pid_t *nz = (pid_t *)realloc(S->zombies, nc * sizeof *nz);
+    if (nz == NULL) {                  /* can't remember it: wait now */
+      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+      return;
+    }
+    S->zombies = nz;
+    S->capzombies = nc;
+  }
+  S->zombies[S->nzombies++] = pid;
+}
+
+void lmp_zombie_reap(lmp_state *S, int block) {
+  size_t i = 0;
+  while (i < S->nzombies) {
+    pid_t r;
+    do r = waitpid(S->zombies[i], NULL, block ? 0 : WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r != 0) S->zombies[i] = S->zombies[--S->nzombies];
+    else i++;
+  }
+}
+
+/* runs last at lua_close: nothing lmp killed stays a zombie */
+static int state_gc(lua_State *L) {
+  lmp_state *S = (lmp_state *)lua_touserdata(L, 1);
+  if (S->pid == getpid()) lmp_zombie_reap(S, 1);
+  free(S->zombies);
+  S->zombies = NULL;
+  S->nzombies = S->capzombies = 0;
+  free(S->fds);
+  S->fds = NULL;
+  S->nfds = S->capfds = 0;
+  return 0;
+}
+
+void lmp_child_add(lua_State *L, pid_t pid, int idx) {
+  idx = lua_absindex(L, idx);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, -2, (lua_Integer)pid);
+  lua_pop(L, 1);
+}
+
+void lmp_child_remove(lua_State *L, pid_t pid) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, (lua_Integer)pid);
+  lua_pop(L, 1);
+}
+
+pid_t lmp_reap(lua_State *L, pid_t pid, int *status, int nohang) {
+  pid_t r;
+  do r = waitpid(pid, status, nohang ? WNOHANG : 0);
+  while (r < 0 && errno == EINTR);
+  if (r < 0 && errno == ECHILD) {      /* mp.wait() may have taken it */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_REAPED);
+    if (lua_rawgeti(L, -1, (lua_Integer)pid) == LUA_TNUMBER) {
+      *status = (int)lua_tointeger(L, -1);
+      lua_pushnil(L);
+      lua_rawseti(L, -3, (lua_Integer)pid);
+      r = pid;
+    }
+    lua_pop(L, 2);
+    if (r < 0) errno = ECHILD;
+  }
+  return r;
+}
+
+int lmp_pidfd(pid_t pid) {
+#if defined(SYS_pidfd_open)
+  return (int)syscall(SYS_pidfd_open, pid, 0);   /* close-on-exec by default */
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+/* ====================================================================== */
+/* signals                                                                */
+/* ====================================================================== */
+static const struct { const char *name; int sig; } signames[] = {
+  {"HUP", SIGHUP}, {"INT", SIGINT}, {"QUIT", SIGQUIT}, {"ILL", SIGILL},
+  {"TRAP", SIGTRAP}, {"ABRT", SIGABRT}, {"BUS", SIGBUS}, {"FPE", SIGFPE},
+  {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"SEGV", SIGSEGV}, {"USR2", SIGUSR2},
+  {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"TERM", SIGTERM}, {"CHLD", SIGCHLD},
+  {"CONT", SIGCONT}, {"STOP", SIGSTOP}, {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN},
+  {"TTOU", SIGTTOU}, {"URG", SIGURG}, {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ},
+  {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF}, {"WINCH", SIGWINCH},
+  {"SYS", SIGSYS}, {NULL, 0}
+};
+
+static const char *signame(int sig) {
+  int i;
+  for (i = 0; signames[i].name; i++)
+    if (signames[i].sig == sig) return signames[i].name;
+  return NULL;
+}
+
+static int checksignal(lua_State *L, int arg, const char *def) {
+  int i;
+  const char *s;
+  if (lua_type(L, arg) == LUA_TNUMBER) {
+    lua_Integer n = luaL_checkinteger(L, arg);
+    if (n < 0 || n > 64) luaL_argerror(L, arg, "lmp: bad signal number");
+    return (int)n;
+  }
+  s = luaL_optstring(L, arg, def);
+  if (strncmp(s, "SIG", 3) == 0) s += 3;
+  for (i = 0; signames[i].name; i++)
+    if (strcmp(signames[i].name, s) == 0) return signames[i].sig;
+  return luaL_argerror(L, arg,
+                       lua_pushfstring(L, "lmp: unknown signal '%s'", s));
+}
+
+const char *lmp_pushhow(lua_State *L, int status) {
+  if (WIFSIGNALED(status)) {
+    const char *n = signame(WTERMSIG(status));
+    if (n) return lua_pushfstring(L, "killed by signal %d (SIG%s)",
+                                  WTERMSIG(status), n);
+    return lua_pushfstring(L, "killed by signal %d", WTERMSIG(status));
+  }
+  return lua_pushfstring(L, "exited with code %d", WEXITSTATUS(status));
+}
+
+/* ====================================================================== */
+/* fork hygiene                                                           */
+/* ====================================================================== */
+static void reseed(lua_State *L) {
+  struct timespec ts;
+  int top = lua_gettop(L);
+  clock_gettime(CLOCK_REALTIME, &ts);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "math") == LUA_TTABLE &&
+      lua_getfield(L, -1, "randomseed") == LUA_TFUNCTION) {
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    lua_pushinteger(L, (lua_Integer)getpid());
+    lua_pcall(L, 2, 0, 0);
+  }
+  lua_settop(L, top);
+}
+
+pid_t lmp_fork(lua_State *L, lmp_state *S, const char *name, int flags) {
+  pid_t parent = getpid(), pid;
+  size_t i;
+  fflush(NULL);                        /* nothing buffered prints twice */
+  pid = fork();
+  if (pid != 0) return pid;
+  S->pid = getpid();
+  if (flags & LMP_FORK_PDEATH) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1); /* parent died before prctl */
+  }
+  if (flags & LMP_FORK_NOINT) signal(SIGINT, SIG_IGN);
+  /* the parent's pipes are not ours: holding them would keep its other
+     children from seeing EOF */
+  for (i = 0; i < S->nfds; i++) close(S->fds[i]);
+  S->nfds = 0;
+  S->nzombies = 0;                     /* the parent's, not ours */
+  S->upfd = -1;
+  S->nextproc = 0;
+  S->nextpool = 0;
+  if (name != NULL) {
+    strncpy(S->name, name, sizeof S->name - 1);
+    S->name[sizeof S->name - 1] = '\0';
+  }
+  lua_newtable(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
+  lua_newtable(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, KEY_REAPED);
+  reseed(L);
+  return 0;
+}
+
+void lmp_child_exit(int code) {
+  fflush(NULL);
+  _exit(code);
+}
+
+/* ====================================================================== */
+/* process-level functions                                                */
+/* ====================================================================== */
+static int pushfail(lua_State *L, const char *what) {
+  int e = errno;
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", what, strerror(e));
+  lua_pushinteger(L, e);
+  return 3;
+}
+
+static int mp_fork(lua_State *L) {
+  lmp_state *S = lmp_getstate(L);
+  char name[32];
+  pid_t pid;
+  snprintf(name, sizeof name, "Fork-%ld", (long)getpid());
+  pid = lmp_fork(L, S, NULL, 0);
+  if (pid < 0) return pushfail(L, "fork");
+  if (pid == 0) {
+    snprintf(S->name, sizeof S->name, "Fork-%ld", (long)getpid());
+  }
+  lua_pushinteger(L, (lua_Integer)pid);
+  return 1;
+}
+
+static int mp_getpid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
+static int mp_getppid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getppid());
+  return 1;
+}
+
+static int mp_wait(lua_State *L) {
+  pid_t pid = (pid_t)luaL_optinteger(L, 1, -1), r;
+  int nohang = lua_toboolean(L, 2), status = 0;
+  do r = waitpid(pid, &status, nohang ? WNOHANG : 0);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) return pushfail(L, "wait");
+  lua_pushinteger(L, (lua_Integer)r);
+  if (r == 0) return 1;
+  /* a child of an lmp object: park its status for the object */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
+  if (lua_rawgeti(L, -1, (lua_Integer)r) != LUA_TNIL) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_REAPED);
+    lua_pushinteger(L, status);
+    lua_rawseti(L, -2, (lua_Integer)r);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+  if (WIFSIGNALED(status)) {
+    lua_pushliteral(L, "signaled");
+    lua_pushinteger(L, WTERMSIG(status));
+  } else {
+    lua_pushliteral(L, "exited");
+    lua_pushinteger(L, WEXITSTATUS(status));
+  }
+  return 3;
+}
+
+static int mp_kill(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  int sig = checksignal(L, 2, "TERM");
+  if (kill(pid, sig) != 0) return pushfail(L, "kill");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int mp_cpu_count(lua_State *L) {
+  cpu_set_t set;
+  long n = 0;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+  if (n < 1) n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n < 1 ? 1 : n);
+  return 1;
+}
+
+static int mp_sleep(lua_State *L) {
+  lua_Number s = luaL_checknumber(L, 1);
+  struct timespec ts;
+  lmp_hook h;
+  luaL_argcheck(L, s >= 0, 1, "lmp: negative sleep time");
+  if (s > 1e9) s = 1e9;
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
+  lmp_hook_save(L, &h);
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    if (lmp_hook_changed(L, &h)) break;  /* let the interrupt through */
+  }
+  return 0;
+}
+
+static int mp_time(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+  return 1;
+}
+
+static int mp_current_process(lua_State *L) {
+  lmp_state *S = lmp_getstate(L);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)getpid());
+  lua_setfield(L, -2, "pid");
+  lua_pushstring(L, S->name);
+  lua_setfield(L, -2, "name");
+  return 1;
+}
+
+/* ====================================================================== */
+/* Process                                                                */
+/* ====================================================================== */
+typedef struct Proc {
+  pid_t pid;            /* 0 until started */
+  pid_t owner;          /* the process that created the object */
+  int fd;               /* read end of the result pipe, -1 when closed */
+  int pidfd;            /* -1 when closed or unsupported */
+  int reaped, status;
+  int daemon;
+  int gotframe;
+  const char *frame;    /* into rd, once gotframe */
+  size_t framelen;
+  lmp_reader rd;
+} Proc;
+
+static Proc *checkproc(lua_State *L, int idx) {
+  return (Proc *)luaL_checkudata(L, idx, LMP_PROCESS);
+}
+
+static Proc *ownproc(lua_State *L, int idx) {
+  Proc *p = checkproc(L, idx);
+  if (p->owner != getpid())
+    lmp_error(L, "lmp: this Process belongs to process %d",
+               (int)p->owner);
+  return p;
+}
+
+static void proc_closefds(lua_State *L, Proc *p) {
+  lmp_state *S = lmp_getstate(L);
+  if (p->fd >= 0) lmp_close_fd(S, p->fd);
+  if (p->pidfd >= 0) lmp_close_fd(S, p->pidfd);
+  p->fd = p->pidfd = -1;
+}
+
+static void proc_setreaped(lua_State *L, Proc *p, int status) {
+  p->reaped = 1;
+  p->status = status;
+  if (p->pidfd >= 0) {
+    lmp_close_fd(lmp_getstate(L), p->pidfd);
+    p->pidfd = -1;
+  }
+  lmp_child_remove(L, p->pid);
+}
+
+/* non-blocking status check */
+static void proc_poll(lua_State *L, Proc *p) {
+  int status;
+  if (p->pid > 0 && !p->reaped && lmp_reap(L, p->pid, &status, 1) == p->pid)
+    proc_setreaped(L, p, status);
+}
+
+/*
+** Reads what is available; closes the pipe at EOF.  The result frame stays
+** at the start of the reader's buffer (one frame per child).
+*/
+static void proc_drain(lua_State *L, Proc *p) {
+  while (p->fd >= 0) {
+    int r;
+    if (p->gotframe) {                 /* only EOF is left to see */
+      char c;
+      ssize_t k = lmp_read(p->fd, &c, 1);
+      if (k > 0) continue;
+      if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      lmp_close_fd(lmp_getstate(L), p->fd);
+      p->fd = -1;
+      return;
+    }
+    r = lmp_reader_fill(&p->rd, p->fd);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (r < 0) lmp_syserror(L, "reading a child's result");
+    if (lmp_reader_frame(&p->rd, &p->frame, &p->framelen)) p->gotframe = 1;
+    if (r == 0) {
+      lmp_close_fd(lmp_getstate(L), p->fd);
+      p->fd = -1;
+    }
+  }
+}
+
+/*
+** Waits for the child to end, draining its result pipe all along (a big
+** result must never deadlock against waitpid).  Returns 1 ended, 0 timeout,
+** -2 interrupted.
+*/
+static int proc_wait(lua_State *L, Proc *p, double deadline) {
+  lmp_hook h;
+  lmp_hook_save(L, &h);
+  for (;;) {
+    struct pollfd fds[2];
+    unsigned n = 0;
+    int r, status;
+    proc_poll(L, p);
+    if (p->reaped) {
+      proc_drain(L, p);                /* whatever it wrote before exiting */
+      proc_closefds(L, p);
+      return 1;
+    }
+    if (p->fd >= 0 && !p->gotframe) {
+      fds[n].fd = p->fd;
+      fds[n].events = POLLIN;
+      n++;
+    }
+    if (p->pidfd >= 0) {
+      fds[n].fd = p->pidfd;
+      fds[n].events = POLLIN;
+      n++;
+    } else if (n == 0) {
+      /* no pidfd and no more data expected: the child is exiting */
+      if (deadline < 0) {
+        if (lmp_reap(L, p->pid, &status, 0) == p->pid)
+          proc_setreaped(L, p, status);
+        else lmp_syserror(L, "waitpid");
+        continue;
+      }
+      if (lmp_now() >= deadline) return 0;
+      {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        continue;
+      }
+    }
+    r = lmp_poll(L, &h, fds, n, deadline);
+    if (r == -2) return -2;
+    if (r < 0) lmp_syserror(L, "poll");
+    if (r == 0) return 0;
+    if (p->fd >= 0 && !p->gotframe && fds[0].revents) proc_drain(L, p);
+  }
+}
+
+static double getdeadline(lua_State *L, int arg) {
+  lua_Number t;
+  if (lua_isnoneornil(L, arg)) return -1;
+  t = luaL_checknumber(L, arg);
+  if (t < 0) luaL_argerror(L, arg, "lmp: negative timeout");
+  return lmp_now() + (double)t;
+}
+
+static void pushfield(lua_State *L, int pidx, const char *k) {
+  lua_getiuservalue(L, pidx, 1);
+  lua_getfield(L, -1, k);
+  lua_remove(L, -2);
+}
+
+static int proc_new(lua_State *L) {
+  lmp_state *S = lmp_getstate(L);
+  Proc *p;
+  int n = lua_gettop(L), i;
+  int opts = lua_istable(L, 1) && !luaL_getmetafield(L, 1, "__call");
+  p = (Proc *)lua_newuserdatauv(L, sizeof *p, 1);
+  memset(p, 0, sizeof *p);
+  p->fd = p->pidfd = -1;
+  p->owner = getpid();
+  luaL_setmetatable(L, LMP_PROCESS);
+  lua_createtable(L, 0, 4);            /* uservalue: target, args, name */
+  if (opts) {
+    if (n > 1) lmp_error(L, "lmp: Process{...} takes one options table");
+    lua_getfield(L, 1, "target");
+    lua_setfield(L, -2, "target");
+    if (lua_getfield(L, 1, "args") != LUA_TNIL &&
+        lua_type(L, -1) != LUA_TTABLE)
+      lmp_error(L, "lmp: Process args must be a table, got %s",
+                 luaL_typename(L, -1));
+    lua_setfield(L, -2, "args");
+    if (lua_getfield(L, 1, "name") != LUA_TNIL &&
+        lua_type(L, -1) != LUA_TSTRING)
+      lmp_error(L, "lmp: Process name must be a string");
+    lua_setfield(L, -2, "name");
+    lua_getfield(L, 1, "daemon");
+    p->daemon = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  } else {
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "target");
+    lua_createtable(L, n > 1 ? n - 1 : 0, 1);
+    for (i = 2; i <= n; i++) {
+      lua_pushvalue(L, i);
+      lua_rawseti(L, -2, i - 1);
+    }
+    lua_pushinteger(L, n > 1 ? n - 1 : 0);
+    lua_setfield(L, -2, "n");
+    lua_setfield(L, -2, "args");
+  }
+  if (lua_getfield(L, -1, "target") != LUA_TFUNCTION) {
+    if (!luaL_getmetafield(L, -1, "__call"))
+      lmp_error(L, "lmp: Process target must be callable, got %s",
+                 luaL_typename(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, -1, "name") == LUA_TNIL) {
+    lua_pushfstring(L, "Process-%d", (int)++S->nextproc);
+    lua_setfield(L, -3, "name");
+  }
+  lua_pop(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+/* pushes args unpacked (honouring args.n); returns how many */
+static int pushargs(lua_State *L, int args) {
+  lua_Integer n, i;
+  if (lua_isnil(L, args)) return 0;
+  if (lua_getfield(L, args, "n") == LUA_TNUMBER) n = lua_tointeger(L, -1);
+  else n = (lua_Integer)luaL_len(L, args);
+  lua_pop(L, 1);
+  if (n < 0 || n > 1000000 || !lua_checkstack(L, (int)n + 4))
+    lmp_error(L, "lmp: too many arguments");
+  for (i = 1; i <= n; i++) lua_rawgeti(L, args, i);
+  return (int)n;
+}
+
+/* child: runs the target (upvalue-less C function, protected) */
+static int child_run(lua_State *L) {
+  /* [target, args] */
+  int n;
+  lua_pushcfunction(L, lmp_traceback);
+  lua_pushvalue(L, 1);
+  n = pushargs(L, 2);
+  lua_pushboolean(L, lua_pcall(L, n, LUA_MULTRET, 3) == LUA_OK);
+  lua_replace(L, 3);                   /* [target, args, ok, values...] */
+  return lua_gettop(L) - 2;
+}
+
+/* child: encodes and writes [ok, values...] from index 1 */
+static int child_send(lua_State *L) {
+  int n = lua_gettop(L), fd = (int)lua_tointeger(L, lua_upvalueindex(1)), i;
+  lmp_enc *E = lmp_enc_new(L, 1);
+  lmp_enc_begin(E, (size_t)n);
+  for (i = 1; i <= n; i++)
+    lmp_enc_value(E, i, lua_toboolean(L, 1) ? "result" : "error",
+                  lua_toboolean(L, 1) ? i - 1 : -1);
+  if (lmp_enc_writeframe(E, fd) != 0) lmp_child_exit(1);
+  return 0;
+}
+
+static void child_main(lua_State *L, int fd, int pidx) {
+  int ok, code;
+  lua_settop(L, pidx);
+  lua_pushcfunction(L, child_run);
+  pushfield(L, pidx, "target");
+  pushfield(L, pidx, "args");
+  if (lua_pcall(L, 2, LUA_MULTRET, 0) != LUA_OK) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+  }
+  ok = lua_toboolean(L, pidx + 1);
+  code = ok ? 0 : 1;
+  lua_pushinteger(L, fd);
+  lua_pushcclosure(L, child_send, 1);
+  lua_insert(L, pidx + 1);
+  if (lua_pcall(L, lua_gettop(L) - pidx - 1, 0, 0) != LUA_OK) {
+    /* unserializable result or error value: send why instead */
+    lua_pushinteger(L, fd);
+    lua_pushcclosure(L, child_send, 1);
+    lua_pushboolean(L, 0);
+    lua_pushvalue(L, -3);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lmp_child_exit(1);
+    code = 1;
+  }
+  lmp_child_exit(code);
+}
+
+static int proc_start(lua_State *L) {
+  lmp_state *S = lmp_getstate(L);
+  Proc *p = ownproc(L, 1);
+  int fds[2];
+  pid_t pid;
+  const char *name;
+  if (p->pid != 0) return lmp_error(L, "lmp: process already started");
+  pushfield(L, 1, "name");
+  name = lua_tostring(L, -1);
+  if (lmp_pipe(fds) != 0) return lmp_syserror(L, "pipe");
+  pid = lmp_fork(L, S, name, p->daemon ? LMP_FORK_PDEATH : 0);
+  if (pid < 0) {
+    int e = errno;
+    close(fds[0]);
+    close(fds[1]);
+    errno = e;
+    return lmp_syserror(L, "fork");
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    S->upfd = fds[1];
+    lmp_track_fd(L, S, fds[1]);        /* grandchildren must not hold it */
+    child_main(L, fds[1], 1);
+  }
+  close(fds[1]);
+  p->pid = pid;
+  p->fd = fds[0];
+  fcntl(p->fd, F_SETFL, O_NONBLOCK);
+  lmp_track_fd(L, S, p->fd);
+  p->pidfd = lmp_pidfd(pid);
+  if (p->pidfd >= 0) lmp_track_fd(L, S, p->pidfd);
+  lmp_child_add(L, pid, 1);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static Proc *startedproc(lua_State *L) {
+  Proc *p = ownproc(L, 1);
+  if (p->pid == 0) lmp_error(L, "lmp: process not started");
+  return p;
+}
+
+static void proc_interrupted(lua_State *L) {
+  lmp_error(L, "lmp: interrupted");
+}
+
+static int proc_join(lua_State *L) {
+  Proc *p = startedproc(L);
+  int r = proc_wait(L, p, getdeadline(L, 2));
+  if (r == -2) proc_interrupted(L);
+  lua_pushboolean(L, r == 1);
+  return 1;
+}
+
+static int proc_get(lua_State *L) {
+  Proc *p = startedproc(L);
+  int r = proc_wait(L, p, getdeadline(L, 2)), top;
+  size_t n, i;
+  lmp_dec D;
+  if (r == -2) proc_interrupted(L);
+  if (r == 0) return lmp_error(L, "lmp: timeout");
+  if (!p->gotframe) {
+    pushfield(L, 1, "name");
+    lmp_pushhow(L, p->status);
+    return lmp_error(L, "lmp: process %s (pid %d) %s before returning",
+                      lua_tostring(L, -2), (int)p->pid, lua_tostring(L, -1));
+  }
+  top = lua_gettop(L);
+  n = lmp_dec_begin(&D, L, p->frame, p->framelen, 1);
+  luaL_checkstack(L, (int)(n < 1000000 ? n : 1000000) + 4, "lmp: too many results");
+  for (i = 0; i < n; i++) lmp_dec_value(&D);
+  lmp_dec_end(&D);
+  if (n == 0 || !lua_toboolean(L, top + 1)) {
+    lua_settop(L, top + 2);
+    return lua_error(L);
+  }
+  return (int)n - 1;
+}
+
+static int proc_is_alive(lua_State *L) {
+  Proc *p = ownproc(L, 1);
+  proc_poll(L, p);
+  lua_pushboolean(L, p->pid > 0 && !p->reaped);
+  return 1;
+}
+
+static int proc_signal(lua_State *L, int sig) {
+  Proc *p = startedproc(L);
+  proc_poll(L, p);
+  if (!p->reaped && kill(p->pid, sig) != 0 && errno != ESRCH)
+    return lmp_syserror(L, "kill");
+  return 0;
+}
+
+static int proc_terminate(lua_State *L) { return proc_signal(L, SIGTERM); }
+static int proc_kill(lua_State *L) { return proc_signal(L, SIGKILL); }
+
+static int proc_index(lua_State *L) {
+  Proc *p = checkproc(L, 1);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "pid") == 0) {
+    if (p->pid) lua_pushinteger(L, (lua_Integer)p->pid);
+    else lua_pushnil(L);
+  } else if (strcmp(k, "name") == 0) pushfield(L, 1, "name");
+  else if (strcmp(k, "daemon") == 0) lua_pushboolean(L, p->daemon);
+  else if (strcmp(k, "exitcode") == 0) {
+    if (p->owner == getpid()) proc_poll(L, p);
+    if (!p->reaped) lua_pushnil(L);
+    else if (WIFSIGNALED(p->status))
+      lua_pushinteger(L, -(lua_Integer)WTERMSIG(p->status));
+    else lua_pushinteger(L, WEXITSTATUS(p->status));
+  } else {
+    luaL_getmetatable(L, LMP_PROCESS);
+    lua_getfield(L, -1, "__methods");
+    lua_getfield(L, -1, k);
+  }
+  return 1;
+}
+
+static int proc_newindex(lua_State *L) {
+  Proc *p = checkproc(L, 1);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "name") == 0) {
+    luaL_checkstring(L, 3);
+    lua_getiuservalue(L, 1, 1);
+    lua_pushvalue(L, 3);
+    lua_setfield(L, -2, "name");
+  } else if (strcmp(k, "daemon") == 0) {
+    if (p->pid) return lmp_error(L, "lmp: cannot set daemon after start");
+    p->daemon = lua_toboolean(L, 3);
+  } else return lmp_error(L, "lmp: Process has no settable field '%s'", k);
+  return 0;
+}
+
+static int proc_tostring(lua_State *L) {
+  Proc *p = checkproc(L, 1);
+  const char *state = p->pid == 0 ? "initial"
+                      : (p->reaped ? "stopped" : "started");
+  pushfield(L, 1, "name");
+  lua_pushfstring(L, "lmp.Process{%s, pid=%d, %s%s}", lua_tostring(L, -1),
+                  (int)p->pid, state, p->daemon ? ", daemon" : "");
+  return 1;
+}
+
+static void kill_daemons(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
+    if (q && q->daemon && !q->reaped && q->owner == getpid())
+      kill(q->pid, SIGTERM);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/*
+** A running child's object is referenced from the children table until
+** reaped, so only lua_close (the main script ending) can finalize it while
+** it runs: then non-daemon children are joined and daemons terminated.
+*/
+static int proc_gc(lua_State *L) {
+  Proc *p = checkproc(L, 1);
+  if (p->owner != getpid()) return 0;
+  if (p->pid > 0 && !p->reaped) {
+    if (p->daemon) {
+      kill(p->pid, SIGTERM);
+      if (proc_wait(L, p, lmp_now() + 1.0) != 1) {
+        kill(p->pid, SIGKILL);
+        proc_wait(L, p, lmp_now() + 5.0);
+      }
+    } else {
+      kill_daemons(L);
+      if (proc_wait(L, p, -1) == -2) {  /* interrupted: stop waiting */
+        kill(p->pid, SIGTERM);
+        proc_wait(L, p, lmp_now() + 1.0);
+      }
+    }
+  }
+  proc_closefds(L, p);
+  lmp_reader_free(&p->rd);
+  return 0;
+}
+
+static int mp_active_children(lua_State *L) {
+  int i = 0;
+  lua_newtable(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
+    if (q != NULL) {
+      proc_poll(L, q);                 /* reaps finished ones */
+      if (!q->reaped) {
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -5, ++i);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* ====================================================================== */
+/* module                                                                 */
+/* ====================================================================== */
+static const luaL_Reg proc_methods[] = {
+  {"start", proc_start},
+  {"join", proc_join},
+  {"get", proc_get},
+  {"is_alive", proc_is_alive},
+  {"terminate", proc_terminate},
+  {"kill", proc_kill},
+  {NULL, NULL}
+};
+
+static const luaL_Reg proc_meta[] = {
+  {"__index", proc_index},
+  {"__newindex", proc_newindex},
+  {"__tostring", proc_tostring},
+  {"__gc", proc_gc},
+  {NULL, NULL}
+};
+
+static const luaL_Reg mp_funcs[] = {
+  {"fork", mp_fork},
+  {"getpid", mp_getpid},
+  {"getppid", mp_getppid},
+  {"wait", mp_wait},
+  {"kill", mp_kill},
+  {"cpu_count", mp_cpu_count},
+  {"sleep", mp_sleep},
+  {"time", mp_time},
+  {"current_process", mp_current_process},
+  {"active_children", mp_active_children},
+  {"Process", proc_new},
+  {NULL, NULL}
+};
+
+static void open_state(lua_State *L) {
+  lmp_state *S;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, KEY_STATE) == LUA_TUSERDATA) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  S = (lmp_state *)lua_newuserdatauv(L, sizeof *S, 0);
+  memset(S, 0, sizeof *S);
+  S->pid = getpid();
+  S->upfd = -1;
+  strcpy(S->name, "MainProcess");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, KEY_STATE);
+}
+
+#if defined(__GNUC__)
+__attribute__((visibility("default")))
+#endif
+int luaopen_lmp(lua_State *L);
+
+int luaopen_lmp(lua_State *L) {
+  open_state(L);
+  if (luaL_newmetatable(L, LMP_PROCESS)) {
+    luaL_setfuncs(L, proc_meta, 0);
+    luaL_newlib(L, proc_methods);
+    lua_setfield(L, -2, "__methods");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, mp_funcs);
+  lmp_codec_open(L);
+  lmp_pool_open(L);
+  lua_pushliteral(L, "0.1.0");
+  lua_setfield(L, -2, "_VERSION");
+  return 1;
+}

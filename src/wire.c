@@ -1,0 +1,187 @@
+/*
+** wire.c -- framing and EINTR-safe system-call helpers shared by Process
+** and Pool.  A frame is an 8-byte little-endian payload length followed by
+** the payload.
+*/
+#include "lmp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t lmp_get64(const void *p) {
+  const unsigned char *b = (const unsigned char *)p;
+  uint64_t v = 0;
+  int i;
+  for (i = 7; i >= 0; i--) v = (v << 8) | b[i];
+  return v;
+}
+
+void lmp_put64(void *p, uint64_t v) {
+  unsigned char *b = (unsigned char *)p;
+  int i;
+  for (i = 0; i < 8; i++) {
+    b[i] = (unsigned char)(v & 0xff);
+    v >>= 8;
+  }
+}
+
+void lmp_hook_save(lua_State *L, lmp_hook *h) {
+  h->f = lua_gethook(L);
+  h->mask = lua_gethookmask(L);
+  h->count = lua_gethookcount(L);
+}
+
+/*
+** lua.c answers SIGINT by installing a count hook that raises
+** "interrupted!" at the next instruction; a C loop that retries EINTR would
+** never let it run, so waits give up when the hook changes under them.
+*/
+int lmp_hook_changed(lua_State *L, const lmp_hook *h) {
+  return lua_gethook(L) != h->f || lua_gethookmask(L) != h->mask ||
+         lua_gethookcount(L) != h->count;
+}
+
+double lmp_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int lmp_poll(lua_State *L, const lmp_hook *h, void *fds, unsigned nfds,
+             double deadline) {
+  for (;;) {
+    int ms = -1, r;
+    if (deadline >= 0) {
+      double left = deadline - lmp_now();
+      if (left <= 0) ms = 0;
+      else ms = (int)(left * 1000.0) + 1;
+      if (left > 1e6) ms = 1000000000;
+    }
+    r = poll((struct pollfd *)fds, (nfds_t)nfds, ms);
+    if (r >= 0) return r;
+    if (errno != EINTR) return -1;
+    if (h != NULL && lmp_hook_changed(L, h)) return -2;
+  }
+}
+
+int lmp_writeall(int fd, const void *p, size_t n) {
+  const char *s = (const char *)p;
+  while (n > 0) {
+    ssize_t w = write(fd, s, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    s += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+ssize_t lmp_read(int fd, void *p, size_t n) {
+  for (;;) {
+    ssize_t r = read(fd, p, n);
+    if (r >= 0 || errno != EINTR) return r;
+  }
+}
+
+/*
+** Result pipes get 1 MiB of kernel buffer when the system allows it: big
+** results then cross in far fewer wake-ups (64 KiB is the default).
+*/
+int lmp_pipe(int fds[2]) {
+  if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+#if defined(F_SETPIPE_SZ)
+  (void)fcntl(fds[1], F_SETPIPE_SZ, 1 << 20);
+#endif
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* frame reader                                                           */
+/* ---------------------------------------------------------------------- */
+int lmp_reader_frame(lmp_reader *r, const char **p, size_t *n) {
+  size_t avail = r->b.n - r->pos;
+  uint64_t len;
+  if (avail < 8) return 0;
+  len = lmp_get64(r->b.p + r->pos);
+  if (len > avail - 8) return 0;
+  *p = r->b.p + r->pos + 8;
+  *n = (size_t)len;
+  r->pos += 8 + (size_t)len;
+  return 1;
+}
+
+void lmp_reader_compact(lmp_reader *r) {
+  if (r->pos == 0) return;
+  if (r->pos == r->b.n) {
+    r->b.n = 0;
+    if (r->b.cap > (4u << 20)) lmp_buf_free(&r->b);  /* after a huge frame */
+  } else {
+    memmove(r->b.p, r->b.p + r->pos, r->b.n - r->pos);
+    r->b.n -= r->pos;
+  }
+  r->pos = 0;
+}
+
+/*
+** One read.  When a frame header is buffered, room for the whole frame is
+** made at once so a large payload arrives in few, large reads.
+*/
+int lmp_reader_fill(lmp_reader *r, int fd) {
+  size_t want = 64 * 1024, avail;
+  ssize_t got;
+  lmp_reader_compact(r);
+  avail = r->b.n;
+  if (avail >= 8) {
+    uint64_t len = lmp_get64(r->b.p);
+    if (len + 8 > avail && len + 8 - avail > want) {
+      if (len > (uint64_t)SIZE_MAX - 16) {
+        errno = EFBIG;
+        return -1;
+      }
+      want = (size_t)(len + 8 - avail);
+    }
+  }
+  if (r->b.cap - r->b.n < want && lmp_buf_grow(&r->b, want) != 0) {
+    errno = ENOMEM;
+    return -1;
+  }
+  got = lmp_read(fd, r->b.p + r->b.n, r->b.cap - r->b.n);
+  if (got < 0) return -1;
+  if (got == 0) return 0;
+  r->b.n += (size_t)got;
+  return 1;
+}
+
+void lmp_reader_free(lmp_reader *r) {
+  lmp_buf_free(&r->b);
+  r->pos = 0;
+}
+
+int lmp_error(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
+int lmp_syserror(lua_State *L, const char *what) {
+  return lmp_error(L, "lmp: %s: %s", what, strerror(errno));
+}
+
+/*
+** Message handler for tasks: a string error gets the traceback appended;
+** any other value is kept as it is.
+*/
+int lmp_traceback(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TSTRING) luaL_traceback(L, L, lua_tostring(L, 1), 1);
+  return 1;
+}
