@@ -564,16 +564,27 @@ static int pushargs(lua_State *L, int args) {
   return (int)n;
 }
 
-/* child: runs the target (upvalue-less C function, protected) */
+/*
+** Child: runs the target in a thread of its own, so the traceback of an
+** error shows the task's frames and not the parent's script that forked.
+** Returns ok, values...
+*/
 static int child_run(lua_State *L) {
-  /* [target, args] */
-  int n;
-  lua_pushcfunction(L, lmp_traceback);
+  lua_State *T = lua_newthread(L);     /* [target, args, T] */
+  int n, st, nres;
+  lua_pushcfunction(T, lmp_traceback);
   lua_pushvalue(L, 1);
-  n = pushargs(L, 2);
-  lua_pushboolean(L, lua_pcall(L, n, LUA_MULTRET, 3) == LUA_OK);
-  lua_replace(L, 3);                   /* [target, args, ok, values...] */
-  return lua_gettop(L) - 2;
+  lua_xmove(L, T, 1);
+  lua_pushvalue(L, 2);
+  lua_xmove(L, T, 1);                  /* T: [msgh, target, args] */
+  n = pushargs(T, 3);
+  lua_remove(T, 3);
+  st = lua_pcall(T, n, LUA_MULTRET, 1);
+  nres = lua_gettop(T) - 1;
+  luaL_checkstack(L, nres + 2, "lmp: too many results");
+  lua_pushboolean(L, st == LUA_OK);
+  lua_xmove(T, L, nres);
+  return nres + 1;
 }
 
 /* child: encodes and writes [ok, values...] from index 1 */

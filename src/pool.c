@@ -1,2 +1,1760 @@
+/*
+** pool.c -- mp.Pool and AsyncResult.
+**
+** One socket (tasks, parent -> worker) and one pipe (results, worker ->
+** parent) per worker; the parent multiplexes them with one poll loop that
+** runs only while a pool call waits ("pumping"), so callbacks run in the
+** parent during pool calls.  The parent keeps, per worker, the FIFO of the
+** tasks it sent: when a worker dies the first of them is the one that was
+** running (it fails with the pid and the signal or exit code), the others
+** are sent again to the other workers, and a replacement is forked.
+*/
 #include "lmp.h"
-void lmp_pool_open(lua_State *L) { (void)L; }
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEPTH     2        /* tasks queued per worker, so it never idles */
+#define FNCACHE   16       /* functions a worker keeps, by call id */
+
+enum { K_APPLY, K_MAP, K_IMAP, K_IMAPU };
+enum { J_RUN, J_OK, J_FAIL };
+enum { P_RUN, P_CLOSE, P_TERM };
+enum { F_INLINE = 1, F_STAR = 2, F_APPLY = 4 };
+enum { RS_OK = 0, RS_ERR = 1, RS_READY = 2, RS_INITERR = 3 };
+
+typedef struct Task {
+  int job;              /* job id, 0 = free slot */
+  lua_Integer start;    /* index of the first item */
+  lua_Integer count;
+  int flags;
+  char *args;           /* encoded items, kept until the result arrives */
+  size_t argslen;
+  int next;             /* free list / requeue list link */
+} Task;
+
+typedef struct Worker {
+  pid_t pid;            /* 0 = empty slot */
+  int tfd, rfd;
+  lmp_buf out;
+  size_t outpos;
+  lmp_reader rd;
+  int q[DEPTH];         /* task ids sent, oldest first */
+  int nq;
+  int ready;            /* sent its READY frame */
+  long assigned;        /* tasks given, for maxtasksperchild */
+  int fn[FNCACHE];      /* mirror of the worker's function cache */
+  int fnpos;
+} Worker;
+
+typedef struct Pool {
+  pid_t owner;
+  int state;
+  int n;
+  Worker *w;
+  long maxtasks;
+  int broken;           /* initializer failed: no worker can run */
+  Task *tasks;
+  int ntasks, freetask;
+  int requeue, requeuetail;  /* tasks to send again, FIFO */
+  int nextjob;
+  unsigned long seq;    /* worker names */
+  int pumping;
+} Pool;
+
+typedef struct Job {
+  int id;
+  int kind;
+  int star;
+  int state;
+  int stopped;          /* no more input is dispatched */
+  int inputdone;
+  int iter;             /* input is an iterator function */
+  lua_Integer chunksize;
+  lua_Integer nextin;   /* next item to dispatch */
+  lua_Integer ninput;   /* items, once known */
+  lua_Integer errindex; /* lowest failing item, 0 = none */
+  lua_Integer yielded;  /* imap: items handed out */
+  int inflight;
+  int cbpending;
+  lua_Integer evtail;   /* imap_unordered: events queued (yielded = head) */
+} Job;
+
+/* uservalue slots of a Job's table */
+#define JV_POOL    "pool"
+#define JV_FN      "fn"
+#define JV_INPUT   "input"
+#define JV_RES     "results"
+#define JV_ERR     "err"
+#define JV_CB      "cb"
+#define JV_ECB     "ecb"
+#define JV_VALUES  "values"
+#define JV_EVENTS  "events"   /* imap_unordered: indices in arrival order */
+
+static lua_Integer nilsentinel;  /* address used as "this result was nil" */
+
+/* ====================================================================== */
+/* helpers                                                                */
+/* ====================================================================== */
+static void put32(char *p, uint32_t v) {
+  p[0] = (char)(v & 0xff);
+  p[1] = (char)((v >> 8) & 0xff);
+  p[2] = (char)((v >> 16) & 0xff);
+  p[3] = (char)((v >> 24) & 0xff);
+}
+
+static uint32_t get32(const char *p) {
+  const unsigned char *b = (const unsigned char *)p;
+  return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) |
+         ((uint32_t)b[3] << 24);
+}
+
+static int iscallable(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TFUNCTION) return 1;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+static Pool *checkpool(lua_State *L, int idx) {
+  return (Pool *)luaL_checkudata(L, idx, LMP_POOL);
+}
+
+static Pool *ownpool(lua_State *L, int idx) {
+  Pool *P = checkpool(L, idx);
+  if (P->owner != getpid())
+    lmp_error(L, "lmp: this Pool belongs to process %d", (int)P->owner);
+  return P;
+}
+
+/* pushes field k of the pool's uservalue table */
+static void pool_field(lua_State *L, int pidx, const char *k) {
+  lua_getiuservalue(L, pidx, 1);
+  lua_getfield(L, -1, k);
+  lua_remove(L, -2);
+}
+
+static void job_field(lua_State *L, int jidx, const char *k) {
+  lua_getiuservalue(L, jidx, 1);
+  lua_getfield(L, -1, k);
+  lua_remove(L, -2);
+}
+
+static void job_setfield(lua_State *L, int jidx, const char *k) {
+  jidx = lua_absindex(L, jidx);
+  lua_getiuservalue(L, jidx, 1);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, k);
+  lua_pop(L, 1);
+}
+
+/* pushes the Job userdata with id `id` (nil if finished) */
+static Job *push_job(lua_State *L, int pidx, int id) {
+  pool_field(L, pidx, "jobs");
+  lua_rawgeti(L, -1, id);
+  lua_remove(L, -2);
+  return (Job *)lua_touserdata(L, -1);
+}
+
+/* ====================================================================== */
+/* worker process                                                         */
+/* ====================================================================== */
+typedef struct WState {
+  int tfd, rfd;
+  lmp_reader rd;
+  lmp_enc *E;
+  int fnids[FNCACHE];
+  int fnpos;
+  lua_State *T;          /* thread tasks run in (clean tracebacks) */
+  long maxtasks, done;
+  /* current task */
+  uint32_t task;
+  int flags;
+  lua_Integer start;
+  const char *args;
+  size_t argslen;
+} WState;
+
+static void w_send(lua_State *L, WState *W) {
+  (void)L;
+  if (lmp_enc_writeframe(W->E, W->rfd) != 0) lmp_child_exit(1);
+  fflush(stdout);
+}
+
+static void w_header(WState *W, uint32_t task, int status) {
+  char h[5];
+  lmp_enc_reset(W->E);
+  put32(h, task);
+  h[4] = (char)status;
+  lmp_enc_raw(W->E, h, 5);
+}
+
+/* runs f(args) in W->T; leaves ok on L and the values on T */
+static int w_call(lua_State *L, WState *W, int nargs) {
+  int st = lua_pcall(W->T, nargs, LUA_MULTRET, 1);
+  (void)L;
+  return st == LUA_OK;
+}
+
+/* pushes the item's arguments onto T; returns how many */
+static int w_pushargs(lua_State *T, int star) {
+  lua_Integer n, i;
+  if (!star) return 1;               /* the item itself */
+  if (!lua_istable(T, -1)) {
+    lua_pop(T, 1);
+    return 0;
+  }
+  if (lua_getfield(T, -1, "n") == LUA_TNUMBER) n = lua_tointeger(T, -1);
+  else n = (lua_Integer)luaL_len(T, -2);
+  lua_pop(T, 1);
+  if (n < 0) n = 0;
+  luaL_checkstack(T, (int)n + 4, "lmp: too many arguments");
+  for (i = 1; i <= n; i++) lua_rawgeti(T, -(int)i, i);
+  lua_remove(T, -(int)n - 1);
+  return (int)n;
+}
+
+/*
+** The task body, run protected on L: decodes the items one by one, calls
+** f for each, and encodes the reply.  Stack of L: [W(light), fn].
+** An unserializable result raises out of here; the caller reports it.
+*/
+static int w_task(lua_State *L) {
+  WState *W = (WState *)lua_touserdata(L, 1);
+  lua_State *T = W->T;
+  lmp_dec D;
+  size_t n, i;
+  int results;
+  n = lmp_dec_begin(&D, L, W->args, W->argslen, 1);  /* [W, fn, refs] */
+  lua_newtable(L);
+  results = lua_gettop(L);
+  for (i = 0; i < n; i++) {
+    int nargs, ok;
+    lua_settop(T, 1);                  /* [msgh] */
+    lua_pushvalue(L, 2);
+    lmp_dec_value(&D);
+    lua_xmove(L, T, 2);                /* T: [msgh, fn, item] */
+    nargs = w_pushargs(T, W->flags & F_STAR);
+    ok = w_call(L, W, nargs);
+    if (!ok) {
+      /* [err, failed index, partial results...] */
+      size_t k;
+      lua_xmove(T, L, 1);
+      w_header(W, W->task, RS_ERR);
+      lmp_enc_begin(W->E, i + 2);
+      lmp_enc_value(W->E, -1, "error", -1);
+      lua_pushinteger(L, (lua_Integer)i + 1);
+      lmp_enc_value(W->E, -1, "error", -1);
+      lua_pop(L, 2);
+      for (k = 1; k <= i; k++) {
+        lua_rawgeti(L, results, (lua_Integer)k);
+        lmp_enc_value(W->E, -1, "result", W->start + (lua_Integer)k - 1);
+        lua_pop(L, 1);
+      }
+      return 0;
+    }
+    if (W->flags & F_APPLY) {          /* all the values of one call */
+      int nres = lua_gettop(T) - 1, k;
+      luaL_checkstack(L, nres + 4, "lmp: too many results");
+      lua_xmove(T, L, nres);
+      w_header(W, W->task, RS_OK);
+      lmp_enc_begin(W->E, (size_t)nres);
+      for (k = 0; k < nres; k++)
+        lmp_enc_value(W->E, results + 1 + k, "result", k + 1);
+      return 0;
+    }
+    lua_settop(T, 2);                  /* first result only */
+    lua_xmove(T, L, 1);
+    lua_rawseti(L, results, (lua_Integer)i + 1);
+  }
+  w_header(W, W->task, RS_OK);
+  lmp_enc_begin(W->E, n);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, results, (lua_Integer)i);
+    lmp_enc_value(W->E, -1, "result", W->start + (lua_Integer)i - 1);
+    lua_pop(L, 1);
+  }
+  lmp_dec_end(&D);
+  return 0;
+}
+
+/* protected: encodes [err] as an RS_ERR reply for item `index` */
+static int w_senderr(lua_State *L) {
+  WState *W = (WState *)lua_touserdata(L, 1);
+  w_header(W, W->task, RS_ERR);
+  lmp_enc_begin(W->E, 2);
+  lmp_enc_value(W->E, 2, "error", -1);
+  lmp_enc_value(W->E, 3, "error", -1);
+  return 0;
+}
+
+/* protected: decodes an inline function and caches it */
+static int w_loadfn(lua_State *L) {
+  const char *p = (const char *)lua_touserdata(L, 1);
+  size_t len = (size_t)lua_tointeger(L, 2);
+  lmp_dec D;
+  lmp_dec_begin(&D, L, p, len, 1);
+  lmp_dec_value(&D);
+  lmp_dec_end(&D);
+  return 1;
+}
+
+static void w_reporterr(lua_State *L, WState *W, lua_Integer index) {
+  /* the error value is on top */
+  lua_pushcfunction(L, w_senderr);
+  lua_pushlightuserdata(L, W);
+  lua_pushvalue(L, -3);
+  lua_pushinteger(L, index);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {  /* even the error won't encode */
+    lua_pushcfunction(L, w_senderr);
+    lua_pushlightuserdata(L, W);
+    lua_pushliteral(L, "lmp: task failed with an error that cannot be "
+                       "serialized");
+    lua_pushinteger(L, index);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) lmp_child_exit(1);
+  }
+  lua_pop(L, 1);
+  w_send(L, W);
+}
+
+static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
+                        int pidx, long maxtasks) {
+  WState W;
+  int fncache, base;
+  memset(&W, 0, sizeof W);
+  W.tfd = tfd;
+  W.rfd = rfd;
+  W.maxtasks = maxtasks;
+  S->upfd = rfd;
+  lmp_track_fd(L, S, tfd);             /* grandchildren must not hold them */
+  lmp_track_fd(L, S, rfd);
+  lua_settop(L, pidx);
+  W.E = lmp_enc_new(L, 1);
+  W.T = lua_newthread(L);
+  lua_pushcfunction(W.T, lmp_traceback);
+  lua_newtable(L);
+  fncache = lua_gettop(L);
+  base = fncache;
+  /* initializer */
+  pool_field(L, pidx, "initializer");
+  if (!lua_isnil(L, -1)) {
+    int n = 0, ok;
+    lua_settop(W.T, 1);
+    lua_xmove(L, W.T, 1);
+    pool_field(L, pidx, "initargs");
+    lua_xmove(L, W.T, 1);
+    if (!lua_isnil(W.T, -1)) n = w_pushargs(W.T, 1);
+    else lua_pop(W.T, 1);
+    ok = lua_pcall(W.T, n, 0, 1) == LUA_OK;
+    if (!ok) {
+      lua_xmove(W.T, L, 1);
+      W.task = 0;
+      w_reporterr(L, &W, 0);
+      /* the header said RS_ERR; the parent treats task 0 as init */
+      lmp_child_exit(3);
+    }
+  } else lua_pop(L, 1);
+  lua_settop(L, base);
+  w_header(&W, 0, RS_READY);
+  w_send(L, &W);
+  for (;;) {
+    const char *p;
+    size_t n;
+    int r;
+    while (!lmp_reader_frame(&W.rd, &p, &n)) {
+      r = lmp_reader_fill(&W.rd, tfd);
+      if (r == 0) lmp_child_exit(0);   /* the pool closed our socket */
+      if (r < 0) lmp_child_exit(1);
+    }
+    if (n < 17) lmp_child_exit(1);
+    W.task = get32(p);
+    {
+      uint32_t callid = get32(p + 4);
+      W.flags = (unsigned char)p[8];
+      W.start = (lua_Integer)lmp_get64(p + 9);
+      p += 17;
+      n -= 17;
+      if (W.flags & F_INLINE) {
+        size_t blen = (size_t)lmp_get64(p);
+        lua_pushcfunction(L, w_loadfn);
+        lua_pushlightuserdata(L, (void *)(p + 8));
+        lua_pushinteger(L, (lua_Integer)blen);
+        if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+          w_reporterr(L, &W, 1);
+          lua_settop(L, base);
+          goto next;
+        }
+        /* the cache evicts in the same order as the parent's mirror */
+        if (W.fnids[W.fnpos]) {
+          lua_pushnil(L);
+          lua_rawseti(L, fncache, W.fnids[W.fnpos]);
+        }
+        W.fnids[W.fnpos] = (int)callid;
+        W.fnpos = (W.fnpos + 1) % FNCACHE;
+        lua_rawseti(L, fncache, (lua_Integer)callid);
+        p += 8 + blen;
+        n -= 8 + blen;
+      }
+      W.args = p;
+      W.argslen = n;
+      lua_pushcfunction(L, w_task);
+      lua_pushlightuserdata(L, &W);
+      lua_rawgeti(L, fncache, (lua_Integer)callid);
+      if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        /* decoding an argument or encoding a result failed */
+        w_reporterr(L, &W, 1);
+      } else w_send(L, &W);
+      lua_settop(W.T, 1);
+      lua_settop(L, base);
+    }
+  next:
+    lmp_enc_reset(W.E);
+    W.done++;
+    if (W.maxtasks > 0 && W.done >= W.maxtasks) lmp_child_exit(0);
+  }
+}
+
+/* ====================================================================== */
+/* parent: workers                                                        */
+/* ====================================================================== */
+static void task_free(Pool *P, int t) {
+  Task *k = &P->tasks[t];
+  free(k->args);
+  k->args = NULL;
+  k->job = 0;
+  k->next = P->freetask;
+  P->freetask = t;
+}
+
+static int task_new(lua_State *L, Pool *P) {
+  int t;
+  if (P->freetask == 0) {
+    int nn = P->ntasks ? P->ntasks * 2 : 16, i;
+    Task *nt = (Task *)realloc(P->tasks, (size_t)nn * sizeof *nt);
+    if (nt == NULL) lmp_error(L, "lmp: not enough memory");
+    memset(nt + P->ntasks, 0, (size_t)(nn - P->ntasks) * sizeof *nt);
+    P->tasks = nt;
+    for (i = nn - 1; i >= (P->ntasks ? P->ntasks : 1); i--) {
+      nt[i].next = P->freetask;
+      P->freetask = i;
+    }
+    P->ntasks = nn;
+  }
+  t = P->freetask;
+  P->freetask = P->tasks[t].next;
+  memset(&P->tasks[t], 0, sizeof P->tasks[t]);
+  return t;
+}
+
+static void requeue_push(Pool *P, int t) {
+  P->tasks[t].next = 0;
+  if (P->requeuetail) P->tasks[P->requeuetail].next = t;
+  else P->requeue = t;
+  P->requeuetail = t;
+}
+
+static void worker_closefds(lmp_state *S, Worker *w) {
+  lmp_close_fd(S, w->tfd);
+  lmp_close_fd(S, w->rfd);
+  w->tfd = w->rfd = -1;
+  lmp_buf_free(&w->out);
+  w->outpos = 0;
+  lmp_reader_free(&w->rd);
+}
+
+static void worker_spawn(lua_State *L, Pool *P, int pidx, Worker *w) {
+  lmp_state *S = lmp_getstate(L);
+  int sv[2], rp[2];
+  char name[48];
+  pid_t pid;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    lmp_syserror(L, "socketpair");
+  if (lmp_pipe(rp) != 0) {
+    int e = errno;
+    close(sv[0]);
+    close(sv[1]);
+    errno = e;
+    lmp_syserror(L, "pipe");
+  }
+  /* the parent's ends are tracked before the fork, so the new worker
+     closes them (and every other worker's) straight away */
+  lmp_track_fd(L, S, sv[0]);
+  lmp_track_fd(L, S, rp[0]);
+  snprintf(name, sizeof name, "PoolWorker-%lu", ++P->seq);
+  pid = lmp_fork(L, S, name, LMP_FORK_PDEATH | LMP_FORK_NOINT);
+  if (pid < 0) {
+    int e = errno;
+    lmp_close_fd(S, sv[0]);
+    lmp_close_fd(S, rp[0]);
+    close(sv[1]);
+    close(rp[1]);
+    errno = e;
+    lmp_syserror(L, "fork");
+  }
+  if (pid == 0) worker_main(L, S, sv[1], rp[1], pidx, P->maxtasks);
+  close(sv[1]);
+  close(rp[1]);
+  memset(w, 0, sizeof *w);
+  w->pid = pid;
+  w->tfd = sv[0];
+  w->rfd = rp[0];
+  fcntl(w->tfd, F_SETFL, O_NONBLOCK);
+  fcntl(w->rfd, F_SETFL, O_NONBLOCK);
+  lua_pushboolean(L, 1);
+  lmp_child_add(L, pid, -1);
+  lua_pop(L, 1);
+}
+
+/* reaps a worker that closed its pipe; returns its wait status */
+static int worker_reap(lua_State *L, Worker *w) {
+  int status = 0, i;
+  for (i = 0; i < 200; i++) {          /* give it 200 ms to finish dying */
+    pid_t r = lmp_reap(L, w->pid, &status, 1);
+    if (r == w->pid) goto done;
+    if (r < 0) {
+      status = 0;
+      goto done;
+    }
+    {
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  kill(w->pid, SIGKILL);
+  if (lmp_reap(L, w->pid, &status, 0) != w->pid) status = 0;
+done:
+  lmp_child_remove(L, w->pid);
+  return status;
+}
+
+/* ====================================================================== */
+/* parent: jobs                                                           */
+/* ====================================================================== */
+static void job_finish(lua_State *L, Job *J, int jidx) {
+  (void)jidx;
+  (void)L;
+  J->state = J->errindex ? J_FAIL : J_OK;
+  J->cbpending = 1;
+}
+
+/* records an error for item `index` (lowest index wins) */
+static void job_seterror(lua_State *L, Job *J, int jidx, lua_Integer index) {
+  /* error value on top */
+  J->stopped = 1;
+  if (J->errindex == 0 || index < J->errindex) {
+    J->errindex = index;
+    job_setfield(L, jidx, JV_ERR);
+    if (J->kind == K_IMAPU) {
+      job_field(L, jidx, JV_EVENTS);
+      lua_pushinteger(L, -index);      /* negative: the error event */
+      lua_rawseti(L, -2, ++J->evtail);
+      lua_pop(L, 1);
+    }
+  } else lua_pop(L, 1);
+}
+
+static void job_check(lua_State *L, Job *J, int jidx) {
+  if (J->state == J_RUN && J->inflight == 0 && (J->inputdone || J->stopped))
+    job_finish(L, J, jidx);
+}
+
+static void store_result(lua_State *L, Job *J, int jidx, lua_Integer index) {
+  /* value on top */
+  if (J->kind == K_IMAP || J->kind == K_IMAPU) {
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlightuserdata(L, &nilsentinel);
+    }
+    if (J->kind == K_IMAPU) {
+      job_field(L, jidx, JV_EVENTS);
+      lua_pushinteger(L, index);
+      lua_rawseti(L, -2, ++J->evtail);
+      lua_pop(L, 1);
+    }
+  }
+  job_field(L, jidx, JV_RES);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, index);
+  lua_pop(L, 1);
+}
+
+/* ---------------------------------------------------------------------- */
+/* building tasks                                                         */
+/* ---------------------------------------------------------------------- */
+typedef struct Build {
+  Pool *P;
+  Job *J;
+  int jidx;
+  lmp_enc *E;
+  lua_Integer taken;    /* items encoded so far */
+  int t;
+} Build;
+
+/*
+** Protected: pulls up to chunksize items from the job's input and encodes
+** them.  Stack: [B(light), job, input, E box].  An iterator or encoding
+** error raises; the caller turns it into the error of item nextin+taken.
+*/
+static int build_chunk(lua_State *L) {
+  Build *B = (Build *)lua_touserdata(L, 1);
+  Job *J = B->J;
+  lua_Integer i, want = J->chunksize;
+  size_t mark;
+  char zero[10] = {0};
+  if (J->kind == K_APPLY) want = 1;
+  lmp_enc_reset(B->E);
+  lmp_enc_raw(B->E, "LMP\001", 4);
+  mark = lmp_enc_size(B->E);
+  lmp_enc_raw(B->E, zero, 10);         /* count, patched below */
+  for (i = 0; i < want; i++) {
+    lua_Integer index = J->nextin + i;
+    if (J->kind == K_APPLY) lua_pushvalue(L, 3);
+    else if (J->iter) {
+      lua_pushvalue(L, 3);
+      lua_call(L, 0, 1);
+      if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        J->inputdone = 1;
+        J->ninput = index - 1;
+        break;
+      }
+    } else {
+      if (index > J->ninput) {
+        J->inputdone = 1;
+        break;
+      }
+      lua_rawgeti(L, 3, index);
+    }
+    lmp_enc_value(B->E, -1, "args", J->kind == K_APPLY ? -1 : index);
+    lua_pop(L, 1);
+    B->taken++;
+  }
+  if (J->kind == K_APPLY) J->inputdone = 1;
+  else if (!J->iter && J->nextin + B->taken > J->ninput) J->inputdone = 1;
+  (void)mark;
+  return 0;
+}
+
+/*
+** Makes the next task of a job, or returns 0 (nothing to send).  Items
+** that were pulled before an input error still go out; the error becomes
+** the error of the item where it happened.
+*/
+static int job_nexttask(lua_State *L, Pool *P, int pidx, int jidx) {
+  Job *J = (Job *)lua_touserdata(L, jidx);
+  Build B;
+  int st, t;
+  const char *s;
+  size_t len;
+  lmp_enc *E;
+  if (J->stopped || J->inputdone) return 0;
+  E = lmp_enc_new(L, 0);
+  B.P = P;
+  B.J = J;
+  B.jidx = jidx;
+  B.E = E;
+  B.taken = 0;
+  lua_pushcfunction(L, build_chunk);
+  lua_pushlightuserdata(L, &B);
+  lua_pushvalue(L, jidx);
+  job_field(L, jidx, J->kind == K_APPLY ? JV_VALUES : JV_INPUT);
+  st = lua_pcall(L, 3, 0, 0);
+  (void)pidx;
+  if (st != LUA_OK) {                  /* [box, err] */
+    job_seterror(L, J, jidx, J->nextin + B.taken);
+    J->inputdone = 1;
+  }
+  if (B.taken == 0) {
+    lua_pop(L, 1);                     /* box */
+    job_check(L, J, jidx);
+    return 0;
+  }
+  /* patch the count: 10-byte padded varint after the magic */
+  s = lmp_enc_flatten(E, &len);
+  {
+    char *w = (char *)s + 4;
+    uint64_t v = (uint64_t)B.taken;
+    int i;
+    for (i = 0; i < 9; i++) {
+      w[i] = (char)((v & 0x7f) | 0x80);
+      v >>= 7;
+    }
+    w[9] = (char)(v & 0x7f);
+  }
+  t = task_new(L, P);
+  P->tasks[t].job = J->id;
+  P->tasks[t].start = J->nextin;
+  P->tasks[t].count = B.taken;
+  P->tasks[t].flags = (J->star ? F_STAR : 0) | (J->kind == K_APPLY ? F_APPLY : 0);
+  P->tasks[t].args = (char *)malloc(len ? len : 1);
+  if (P->tasks[t].args == NULL) {
+    task_free(P, t);
+    lmp_error(L, "lmp: not enough memory");
+  }
+  memcpy(P->tasks[t].args, s, len);
+  P->tasks[t].argslen = len;
+  J->nextin += B.taken;
+  J->inflight++;
+  lua_pop(L, 1);
+  return t;
+}
+
+/* appends task t to the worker's output, with the function if needed */
+static void worker_send(lua_State *L, Pool *P, int pidx, Worker *w, int t) {
+  Task *k = &P->tasks[t];
+  char h[17];
+  int i, inl = 1;
+  const char *blob = NULL;
+  size_t blen = 0;
+  for (i = 0; i < FNCACHE; i++)
+    if (w->fn[i] == k->job) inl = 0;
+  if (inl) {
+    push_job(L, pidx, k->job);
+    job_field(L, -1, JV_FN);
+    blob = lua_tolstring(L, -1, &blen);
+    w->fn[w->fnpos] = k->job;
+    w->fnpos = (w->fnpos + 1) % FNCACHE;
+  }
+  put32(h, (uint32_t)t);
+  put32(h + 4, (uint32_t)k->job);
+  h[8] = (char)(k->flags | (inl ? F_INLINE : 0));
+  lmp_put64(h + 9, (uint64_t)k->start);
+  {
+    size_t total = 17 + (inl ? 8 + blen : 0) + k->argslen;
+    char *o;
+    if (lmp_buf_grow(&w->out, total + 8) != 0)
+      lmp_error(L, "lmp: not enough memory");
+    o = w->out.p + w->out.n;
+    lmp_put64(o, (uint64_t)total);
+    memcpy(o + 8, h, 17);
+    o += 25;
+    if (inl) {
+      lmp_put64(o, (uint64_t)blen);
+      memcpy(o + 8, blob, blen);
+      o += 8 + blen;
+    }
+    memcpy(o, k->args, k->argslen);
+    w->out.n += total + 8;
+  }
+  if (inl) lua_pop(L, 2);
+  w->q[w->nq++] = t;
+  w->assigned++;
+}
+
+static int worker_flush(Worker *w) {
+  while (w->outpos < w->out.n) {
+    ssize_t r = send(w->tfd, w->out.p + w->outpos, w->out.n - w->outpos,
+                     MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return -1;                       /* EPIPE: the worker died */
+    }
+    w->outpos += (size_t)r;
+  }
+  w->out.n = w->outpos = 0;
+  if (w->out.cap > (4u << 20)) lmp_buf_free(&w->out);
+  return 0;
+}
+
+static int worker_hasroom(Pool *P, Worker *w) {
+  return w->pid > 0 && w->ready && w->nq < DEPTH &&
+         (P->maxtasks <= 0 || w->assigned < P->maxtasks);
+}
+
+/* hands out work to every worker with room */
+static void pool_dispatch(lua_State *L, Pool *P, int pidx) {
+  int i;
+  for (i = 0; i < P->n; i++) {
+    Worker *w = &P->w[i];
+    while (worker_hasroom(P, w)) {
+      int t = 0;
+      if (P->requeue) {
+        t = P->requeue;
+        P->requeue = P->tasks[t].next;
+        if (P->requeue == 0) P->requeuetail = 0;
+      } else {
+        /* jobs in submission order */
+        pool_field(L, pidx, "order");
+        {
+          lua_Integer k, n = (lua_Integer)luaL_len(L, -1);
+          for (k = 1; k <= n && t == 0; k++) {
+            lua_rawgeti(L, -1, k);
+            if (lua_isnil(L, -1)) {
+              lua_pop(L, 1);
+              continue;
+            }
+            push_job(L, pidx, (int)lua_tointeger(L, -1));
+            if (!lua_isnil(L, -1)) t = job_nexttask(L, P, pidx, lua_gettop(L));
+            lua_pop(L, 2);
+          }
+          /* drop jobs with nothing left to send from the order list */
+          {
+            lua_Integer j = 1;
+            for (k = 1; k <= n; k++) {
+              Job *J;
+              lua_rawgeti(L, -1, k);
+              J = push_job(L, pidx, (int)lua_tointeger(L, -1));
+              if (J != NULL && !J->stopped && !J->inputdone) {
+                lua_pop(L, 1);
+                lua_rawseti(L, -2, j++);
+              } else lua_pop(L, 2);
+            }
+            for (; j <= n; j++) {
+              lua_pushnil(L);
+              lua_rawseti(L, -2, j);
+            }
+          }
+        }
+        lua_pop(L, 1);
+      }
+      if (t == 0) return;
+      worker_send(L, P, pidx, w, t);
+    }
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+/* replies                                                                */
+/* ---------------------------------------------------------------------- */
+typedef struct Reply {
+  Pool *P;
+  Worker *w;
+  const char *p;
+  size_t n;
+} Reply;
+
+static void fail_job_items(lua_State *L, int pidx, int job, lua_Integer index) {
+  /* error value on top */
+  Job *J = push_job(L, pidx, job);
+  if (J == NULL) {
+    lua_pop(L, 2);
+    return;
+  }
+  lua_insert(L, -2);
+  job_seterror(L, J, lua_gettop(L) - 1, index);
+  lua_pop(L, 1);
+}
+
+/* protected: decodes one reply frame and stores it in its job */
+static int reply_handle(lua_State *L) {
+  Reply *R = (Reply *)lua_touserdata(L, 1);
+  Pool *P = R->P;
+  Worker *w = R->w;
+  int pidx = 2, t, status, jidx;
+  Task *k;
+  Job *J;
+  lmp_dec D;
+  size_t n, i;
+  if (R->n < 5) lmp_error(L, "lmp: malformed reply from a worker");
+  t = (int)get32(R->p);
+  status = (unsigned char)R->p[4];
+  if (t == 0) {                        /* READY, or the initializer failed */
+    if (status == RS_READY) {
+      w->ready = 1;
+      return 0;
+    }
+    n = lmp_dec_begin(&D, L, R->p + 5, R->n - 5, 1);
+    if (n < 1) lmp_error(L, "lmp: malformed reply from a worker");
+    lmp_dec_value(&D);
+    P->broken = 1;
+    lua_getiuservalue(L, pidx, 1);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "initerror");
+    return 0;
+  }
+  if (w->nq == 0 || w->q[0] != t)
+    lmp_error(L, "lmp: worker %d answered a task it was not given",
+              (int)w->pid);
+  memmove(w->q, w->q + 1, (size_t)(--w->nq) * sizeof w->q[0]);
+  k = &P->tasks[t];
+  J = push_job(L, pidx, k->job);
+  jidx = lua_gettop(L);
+  n = lmp_dec_begin(&D, L, R->p + 5, R->n - 5, 1);
+  if (J == NULL) {                     /* job already abandoned */
+    task_free(P, t);
+    return 0;
+  }
+  J->inflight--;
+  if (status == RS_OK) {
+    if (J->kind == K_APPLY) {
+      lua_createtable(L, (int)n, 1);
+      for (i = 1; i <= n; i++) {
+        lmp_dec_value(&D);
+        lua_rawseti(L, -2, (lua_Integer)i);
+      }
+      lua_pushinteger(L, (lua_Integer)n);
+      lua_setfield(L, -2, "n");
+      job_setfield(L, jidx, JV_VALUES);
+    } else {
+      for (i = 0; i < n; i++) {
+        lmp_dec_value(&D);
+        store_result(L, J, jidx, k->start + (lua_Integer)i);
+      }
+    }
+  } else {
+    lua_Integer idx;
+    if (n < 2) lmp_error(L, "lmp: malformed reply from a worker");
+    lmp_dec_value(&D);                 /* err */
+    lmp_dec_value(&D);                 /* failed position in the chunk */
+    idx = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (idx < 1) idx = 1;
+    for (i = 2; i < n; i++) {
+      lmp_dec_value(&D);
+      store_result(L, J, jidx, k->start + (lua_Integer)i - 2);
+    }
+    lua_pushvalue(L, -1);
+    lua_remove(L, -2);
+    job_seterror(L, J, jidx, k->start + idx - 1);
+  }
+  lmp_dec_end(&D);
+  task_free(P, t);
+  job_check(L, J, jidx);
+  return 0;
+}
+
+/* a worker is gone: fail its running task, resend the others, replace it */
+static void worker_lost(lua_State *L, Pool *P, int pidx, Worker *w) {
+  lmp_state *S = lmp_getstate(L);
+  int status = worker_reap(L, w), i;
+  pid_t pid = w->pid;
+  worker_closefds(S, w);
+  w->pid = 0;
+  if (!w->ready && !P->broken) {
+    /* died before it was ready: its initializer killed it */
+    P->broken = 1;
+    lmp_pushhow(L, status);
+    lua_pushfstring(L, "lmp: pool worker %d %s while running the initializer",
+                    (int)pid, lua_tostring(L, -1));
+    lua_getiuservalue(L, pidx, 1);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "initerror");
+    lua_pop(L, 2);
+  }
+  for (i = 0; i < w->nq; i++) {
+    int t = w->q[i];
+    if (i == 0) {
+      Job *J;
+      Task *k = &P->tasks[t];
+      lmp_pushhow(L, status);
+      lua_pushfstring(L, "lmp: pool worker %d %s while running a task",
+                      (int)pid, lua_tostring(L, -1));
+      lua_remove(L, -2);
+      fail_job_items(L, pidx, k->job, k->start);
+      J = push_job(L, pidx, k->job);
+      if (J != NULL) {
+        J->inflight--;
+        job_check(L, J, lua_gettop(L));
+      }
+      lua_pop(L, 1);
+      task_free(P, t);
+    } else requeue_push(P, t);
+  }
+  w->nq = 0;
+  if (P->state != P_TERM && !P->broken) worker_spawn(L, P, pidx, w);
+}
+
+/* fails everything still running (terminate, broken pool, interrupt) */
+static void fail_all(lua_State *L, Pool *P, int pidx, const char *why) {
+  int i;
+  for (i = 0; i < P->n; i++) P->w[i].nq = 0;
+  P->requeue = P->requeuetail = 0;
+  for (i = 1; i < P->ntasks; i++)
+    if (P->tasks[i].job) task_free(P, i);
+  pool_field(L, pidx, "jobs");
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    Job *J = (Job *)lua_touserdata(L, -1);
+    if (J->state == J_RUN) {
+      pool_field(L, pidx, "initerror");
+      if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushstring(L, why);
+      }
+      J->inflight = 0;
+      J->inputdone = 1;
+      /* every item not handed out yet fails */
+      job_seterror(L, J, lua_gettop(L) - 1,
+                   J->kind == K_IMAP ? J->yielded + 1 : 1);
+      job_finish(L, J, lua_gettop(L));
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+static void pool_kill(lua_State *L, Pool *P, int block) {
+  lmp_state *S = lmp_getstate(L);
+  int i;
+  for (i = 0; i < P->n; i++) {
+    Worker *w = &P->w[i];
+    if (w->pid > 0) {
+      kill(w->pid, SIGKILL);
+      worker_closefds(S, w);
+      if (block) {
+        int st;
+        lmp_reap(L, w->pid, &st, 0);
+      } else lmp_zombie_add(S, w->pid);
+      lmp_child_remove(L, w->pid);
+      w->pid = 0;
+    }
+  }
+}
+
+/* runs the callbacks of finished jobs; a callback's error is raised */
+static void run_callbacks(lua_State *L, Pool *P, int pidx) {
+  (void)P;
+  pool_field(L, pidx, "jobs");
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    Job *J = (Job *)lua_touserdata(L, -1);
+    int jidx = lua_gettop(L);
+    if (J->state != J_RUN && J->kind != K_IMAP && J->kind != K_IMAPU) {
+      /* finished: the pool forgets it (the AsyncResult keeps the data) */
+      lua_pushvalue(L, -2);
+      lua_pushnil(L);
+      lua_rawset(L, -5);
+    }
+    if (J->cbpending) {
+      J->cbpending = 0;
+      if (J->state == J_OK) {
+        job_field(L, jidx, JV_CB);
+        if (!lua_isnil(L, -1)) {
+          int n;
+          if (J->kind == K_APPLY) {
+            job_field(L, jidx, JV_VALUES);
+            lua_getfield(L, -1, "n");
+            n = (int)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+            {
+              int a;
+              luaL_checkstack(L, n + 2, NULL);
+              for (a = 1; a <= n; a++) lua_rawgeti(L, -a, a);
+              lua_remove(L, -n - 1);
+            }
+          } else {
+            job_field(L, jidx, JV_RES);
+            n = 1;
+          }
+          lua_call(L, n, 0);
+        } else lua_pop(L, 1);
+      } else {
+        job_field(L, jidx, JV_ECB);
+        if (!lua_isnil(L, -1)) {
+          job_field(L, jidx, JV_ERR);
+          lua_call(L, 1, 0);
+        } else lua_pop(L, 1);
+      }
+    }
+    lua_settop(L, jidx - 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* ---------------------------------------------------------------------- */
+/* the pump                                                               */
+/* ---------------------------------------------------------------------- */
+typedef int (*donefn)(lua_State *L, Pool *P, int pidx, void *ud);
+
+static void pool_interrupted(lua_State *L, Pool *P, int pidx) {
+  pool_kill(L, P, 1);
+  P->state = P_TERM;
+  fail_all(L, P, pidx, "lmp: interrupted");
+  lmp_error(L, "lmp: interrupted");
+}
+
+static void read_worker(lua_State *L, Pool *P, int pidx, Worker *w) {
+  for (;;) {
+    const char *p;
+    size_t n;
+    int r = lmp_reader_fill(&w->rd, w->rfd);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    while (w->pid > 0 && lmp_reader_frame(&w->rd, &p, &n)) {
+      Reply R;
+      R.P = P;
+      R.w = w;
+      R.p = p;
+      R.n = n;
+      lua_pushcfunction(L, reply_handle);
+      lua_pushlightuserdata(L, &R);
+      lua_pushvalue(L, pidx);
+      if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_error(L);
+    }
+    if (r <= 0) {                      /* EOF or error: the worker is gone */
+      worker_lost(L, P, pidx, w);
+      return;
+    }
+  }
+}
+
+/*
+** Moves work along until done() says so; returns 1, or 0 at the deadline.
+** SIGINT (through lua.c's hook) terminates the pool and raises.
+*/
+static int pool_pump(lua_State *L, Pool *P, int pidx, donefn done, void *ud,
+                     double deadline) {
+  lmp_hook h;
+  struct pollfd fds[2 * 64];
+  struct pollfd *pf = fds;
+  int i, r, result = 1;
+  if (2 * P->n > 2 * 64) {
+    pf = (struct pollfd *)lua_newuserdatauv(L, sizeof *pf * 2 * (size_t)P->n, 0);
+  }
+  lmp_hook_save(L, &h);
+  for (;;) {
+    unsigned nf = 0;
+    pool_dispatch(L, P, pidx);
+    for (i = 0; i < P->n; i++) {
+      Worker *w = &P->w[i];
+      if (w->pid > 0 && w->out.n > w->outpos && worker_flush(w) != 0) {
+        /* the worker is gone; its pipe tells us how */
+      }
+    }
+    run_callbacks(L, P, pidx);
+    if (P->broken) {
+      fail_all(L, P, pidx, "lmp: the pool's initializer failed");
+    }
+    if (done(L, P, pidx, ud)) break;
+    for (i = 0; i < P->n; i++) {
+      Worker *w = &P->w[i];
+      if (w->pid <= 0) continue;
+      pf[nf].fd = w->rfd;
+      pf[nf].events = POLLIN;
+      nf++;
+      if (w->out.n > w->outpos) {
+        pf[nf].fd = w->tfd;
+        pf[nf].events = POLLOUT;
+        nf++;
+      }
+    }
+    if (nf == 0) {                     /* nothing can ever finish */
+      fail_all(L, P, pidx, "lmp: the pool has no workers");
+      continue;
+    }
+    r = lmp_poll(L, &h, pf, nf, deadline);
+    if (r == -2) pool_interrupted(L, P, pidx);
+    if (r < 0) lmp_syserror(L, "poll");
+    if (r == 0) {
+      result = 0;
+      break;
+    }
+    nf = 0;
+    for (i = 0; i < P->n; i++) {
+      Worker *w = &P->w[i];
+      int rev;
+      if (w->pid <= 0) continue;
+      rev = pf[nf++].revents;
+      if (w->out.n > w->outpos) {
+        if (pf[nf++].revents) worker_flush(w);
+      }
+      if (rev) read_worker(L, P, pidx, w);
+    }
+  }
+  if (pf != fds) lua_pop(L, 1);
+  return result;
+}
+
+static int done_job(lua_State *L, Pool *P, int pidx, void *ud) {
+  (void)L;
+  (void)P;
+  (void)pidx;
+  return ((Job *)ud)->state != J_RUN;
+}
+
+static int done_all(lua_State *L, Pool *P, int pidx, void *ud) {
+  int running = 0;
+  (void)P;
+  (void)ud;
+  pool_field(L, pidx, "jobs");
+  lua_pushnil(L);
+  while (!running && lua_next(L, -2)) {
+    running = ((Job *)lua_touserdata(L, -1))->state == J_RUN;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, running ? 2 : 1);
+  return !running;
+}
+
+/* ====================================================================== */
+/* Pool methods                                                           */
+/* ====================================================================== */
+static lua_Integer optchunk(lua_State *L, int arg) {
+  lua_Integer c;
+  if (lua_isnoneornil(L, arg)) return 0;
+  c = luaL_checkinteger(L, arg);
+  if (c < 1) lmp_error(L, "lmp: chunksize must be a positive integer, got %I",
+                       (LUAI_UACINT)c);
+  return c;
+}
+
+static void checkrunning(lua_State *L, Pool *P) {
+  if (P->state != P_RUN)
+    lmp_error(L, "lmp: pool is %s", P->state == P_CLOSE ? "closed"
+                                                         : "terminated");
+}
+
+static void checktask(lua_State *L, int arg) {
+  if (!iscallable(L, arg))
+    lmp_error(L, "lmp: task must be a function, got %s",
+              luaL_typename(L, arg));
+}
+
+/*
+** Creates a job (the AsyncResult) for pool at index 1 and registers it.
+** input: stack index of the array/iterator/args table, or 0.
+*/
+static Job *job_new(lua_State *L, Pool *P, int kind, int star, int fn,
+                    int input, lua_Integer chunk, int cb, int ecb) {
+  Job *J;
+  lmp_enc *E;
+  size_t len;
+  const char *s;
+  int jidx;
+  J = (Job *)lua_newuserdatauv(L, sizeof *J, 1);
+  memset(J, 0, sizeof *J);
+  jidx = lua_gettop(L);
+  luaL_setmetatable(L, LMP_RESULT);
+  J->id = ++P->nextjob;
+  if (P->nextjob >= 0x7fffffff) P->nextjob = 0;
+  J->kind = kind;
+  J->star = star;
+  J->chunksize = chunk;
+  J->nextin = 1;
+  lua_createtable(L, 0, 8);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, JV_POOL);
+  lua_newtable(L);
+  lua_setfield(L, -2, JV_RES);
+  if (kind == K_IMAPU) {
+    lua_newtable(L);
+    lua_setfield(L, -2, JV_EVENTS);
+  }
+  if (cb && !lua_isnoneornil(L, cb)) {
+    if (!iscallable(L, cb)) lmp_error(L, "lmp: callback must be a function");
+    lua_pushvalue(L, cb);
+    lua_setfield(L, -2, JV_CB);
+  }
+  if (ecb && !lua_isnoneornil(L, ecb)) {
+    if (!iscallable(L, ecb))
+      lmp_error(L, "lmp: error_callback must be a function");
+    lua_pushvalue(L, ecb);
+    lua_setfield(L, -2, JV_ECB);
+  }
+  lua_setiuservalue(L, jidx, 1);
+  /* the function travels once per call */
+  E = lmp_enc_new(L, 0);
+  lmp_enc_begin(E, 1);
+  lmp_enc_value(E, fn, "task", -1);
+  s = lmp_enc_flatten(E, &len);
+  lua_pushlstring(L, s, len);
+  job_setfield(L, jidx, JV_FN);
+  lua_pop(L, 1);                       /* box */
+  if (kind == K_APPLY) {
+    if (input && !lua_isnoneornil(L, input)) {
+      if (!lua_istable(L, input))
+        lmp_error(L, "lmp: args must be a table, got %s",
+                  luaL_typename(L, input));
+      lua_pushvalue(L, input);
+    } else lua_createtable(L, 0, 0);
+    job_setfield(L, jidx, JV_VALUES);
+    J->ninput = 1;
+  } else {
+    if (lua_istable(L, input)) {
+      J->ninput = (lua_Integer)luaL_len(L, input);
+    } else if (lua_isfunction(L, input)) {
+      J->iter = 1;
+    } else lmp_error(L, "lmp: iterable must be an array or an iterator "
+                        "function, got %s", luaL_typename(L, input));
+    lua_pushvalue(L, input);
+    job_setfield(L, jidx, JV_INPUT);
+    if (J->chunksize == 0) {
+      if (kind == K_MAP && !J->iter) {  /* Python's default */
+        lua_Integer c = J->ninput / ((lua_Integer)P->n * 4);
+        if (J->ninput % ((lua_Integer)P->n * 4)) c++;
+        J->chunksize = c < 1 ? 1 : c;
+      } else J->chunksize = 1;
+    }
+  }
+  pool_field(L, 1, "jobs");
+  lua_pushvalue(L, jidx);
+  lua_rawseti(L, -2, J->id);
+  lua_pop(L, 1);
+  pool_field(L, 1, "order");
+  lua_pushinteger(L, J->id);
+  lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+  lua_pop(L, 1);
+  return J;
+}
+
+/* pushes a finished job's outcome; raises its error */
+static int job_result(lua_State *L, Job *J, int jidx) {
+  if (J->state == J_FAIL) {
+    job_field(L, jidx, JV_ERR);
+    return lua_error(L);
+  }
+  if (J->kind == K_APPLY) {
+    int n, i;
+    job_field(L, jidx, JV_VALUES);
+    lua_getfield(L, -1, "n");
+    n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    luaL_checkstack(L, n + 2, "lmp: too many results");
+    for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+    return n;
+  }
+  job_field(L, jidx, JV_RES);
+  return 1;
+}
+
+static void job_wait(lua_State *L, Job *J, int jidx, double deadline,
+                     int raise) {
+  Pool *P;
+  job_field(L, jidx, JV_POOL);
+  P = (Pool *)lua_touserdata(L, -1);
+  if (J->state == J_RUN) {
+    if (P->owner != getpid())
+      lmp_error(L, "lmp: this AsyncResult belongs to process %d",
+                (int)P->owner);
+    if (!pool_pump(L, P, lua_gettop(L), done_job, J, deadline) && raise)
+      lmp_error(L, "lmp: timeout");
+  }
+  lua_pop(L, 1);
+}
+
+static double optdeadline(lua_State *L, int arg) {
+  lua_Number t;
+  if (lua_isnoneornil(L, arg)) return -1;
+  t = luaL_checknumber(L, arg);
+  if (t < 0) luaL_argerror(L, arg, "lmp: negative timeout");
+  return lmp_now() + (double)t;
+}
+
+static int pool_apply_async(lua_State *L) {
+  Pool *P = ownpool(L, 1);
+  checkrunning(L, P);
+  checktask(L, 2);
+  lua_settop(L, 5);
+  job_new(L, P, K_APPLY, 1, 2, 3, 0, 4, 5);
+  pool_dispatch(L, P, 1);
+  return 1;
+}
+
+static int pool_apply(lua_State *L) {
+  Pool *P = ownpool(L, 1);
+  Job *J;
+  checkrunning(L, P);
+  checktask(L, 2);
+  lua_settop(L, 3);
+  J = job_new(L, P, K_APPLY, 1, 2, 3, 0, 0, 0);
+  job_wait(L, J, 4, -1, 1);
+  return job_result(L, J, 4);
+}
+
+static int map_common(lua_State *L, int star, int async) {
+  Pool *P = ownpool(L, 1);
+  lua_Integer chunk;
+  Job *J;
+  checkrunning(L, P);
+  checktask(L, 2);
+  chunk = optchunk(L, 4);
+  lua_settop(L, 6);
+  J = job_new(L, P, K_MAP, star, 2, 3, chunk, async ? 5 : 0, async ? 6 : 0);
+  if (async) {
+    pool_dispatch(L, P, 1);
+    return 1;
+  }
+  job_wait(L, J, 7, -1, 1);
+  return job_result(L, J, 7);
+}
+
+static int pool_map(lua_State *L) { return map_common(L, 0, 0); }
+static int pool_map_async(lua_State *L) { return map_common(L, 0, 1); }
+static int pool_starmap(lua_State *L) { return map_common(L, 1, 0); }
+static int pool_starmap_async(lua_State *L) { return map_common(L, 1, 1); }
+
+/* ---------------------------------------------------------------------- */
+/* imap                                                                   */
+/* ---------------------------------------------------------------------- */
+typedef struct ImapWait {
+  Job *J;
+  int jidx;
+} ImapWait;
+
+/* is there something for the iterator to hand out? */
+static int imap_has(lua_State *L, Job *J, int jidx) {
+  int has;
+  if (J->kind == K_IMAPU) return J->evtail > J->yielded || J->state != J_RUN;
+  if (J->errindex && J->yielded + 1 >= J->errindex) return 1;
+  job_field(L, jidx, JV_RES);
+  has = lua_rawgeti(L, -1, J->yielded + 1) != LUA_TNIL;
+  lua_pop(L, 2);
+  return has || J->state != J_RUN;
+}
+
+static int done_imap(lua_State *L, Pool *P, int pidx, void *ud) {
+  ImapWait *iw = (ImapWait *)ud;
+  (void)P;
+  (void)pidx;
+  return imap_has(L, iw->J, iw->jidx);
+}
+
+static int imap_next(lua_State *L) {
+  Job *J = (Job *)lua_touserdata(L, lua_upvalueindex(1));
+  int jidx;
+  lua_Integer index;
+  Pool *P;
+  lua_settop(L, 0);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  jidx = 1;
+  job_field(L, jidx, JV_POOL);
+  P = (Pool *)lua_touserdata(L, -1);
+  if (!imap_has(L, J, jidx)) {
+    ImapWait iw;
+    if (P->owner != getpid())
+      lmp_error(L, "lmp: this iterator belongs to process %d", (int)P->owner);
+    iw.J = J;
+    iw.jidx = jidx;
+    pool_pump(L, P, 2, done_imap, &iw, -1);
+  }
+  if (J->kind == K_IMAPU) {
+    if (J->evtail <= J->yielded) goto finished;
+    job_field(L, jidx, JV_EVENTS);
+    lua_rawgeti(L, -1, ++J->yielded);
+    index = lua_tointeger(L, -1);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, J->yielded);    /* consumed: memory stays bounded */
+    if (index < 0) {                   /* the error event */
+      job_field(L, jidx, JV_ERR);
+      return lua_error(L);
+    }
+  } else {
+    index = ++J->yielded;
+    if (J->errindex && index >= J->errindex) {
+      job_field(L, jidx, JV_ERR);
+      return lua_error(L);
+    }
+  }
+  job_field(L, jidx, JV_RES);
+  if (lua_rawgeti(L, -1, index) == LUA_TNIL) {
+    lua_pop(L, 1);
+    if (J->kind != K_IMAPU) J->yielded--;
+    goto finished;
+  }
+  /* hand it out once: the table must not keep every result */
+  lua_pushnil(L);
+  lua_rawseti(L, -3, index);
+  if (lua_touserdata(L, -1) == &nilsentinel) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+  lua_pushinteger(L, index);
+  return 2;
+finished:
+  if (J->state == J_FAIL && J->kind == K_IMAPU) {
+    job_field(L, jidx, JV_ERR);
+    return lua_error(L);
+  }
+  /* done: the pool can forget the job */
+  if (J->state != J_RUN) {
+    pool_field(L, 2, "jobs");
+    lua_pushnil(L);
+    lua_rawseti(L, -2, J->id);
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
+static int imap_common(lua_State *L, int kind) {
+  Pool *P = ownpool(L, 1);
+  lua_Integer chunk;
+  checkrunning(L, P);
+  checktask(L, 2);
+  chunk = optchunk(L, 4);
+  lua_settop(L, 4);
+  job_new(L, P, kind, 0, 2, 3, chunk, 0, 0);
+  pool_dispatch(L, P, 1);
+  lua_pushcclosure(L, imap_next, 1);
+  return 1;
+}
+
+static int pool_imap(lua_State *L) { return imap_common(L, K_IMAP); }
+static int pool_imap_unordered(lua_State *L) {
+  return imap_common(L, K_IMAPU);
+}
+
+/* ---------------------------------------------------------------------- */
+/* lifetime                                                               */
+/* ---------------------------------------------------------------------- */
+static int pool_close(lua_State *L) {
+  Pool *P = ownpool(L, 1);
+  if (P->state == P_RUN) P->state = P_CLOSE;
+  return 0;
+}
+
+static void pool_doterminate(lua_State *L, Pool *P, int pidx) {
+  if (P->state == P_TERM && P->w == NULL) return;
+  P->state = P_TERM;
+  pool_kill(L, P, 1);
+  fail_all(L, P, pidx, "lmp: pool terminated");
+}
+
+static int pool_terminate(lua_State *L) {
+  Pool *P = ownpool(L, 1);
+  pool_doterminate(L, P, 1);
+  return 0;
+}
+
+static int pool_join(lua_State *L) {
+  Pool *P = ownpool(L, 1);
+  lmp_state *S = lmp_getstate(L);
+  int i;
+  if (P->state == P_RUN)
+    return lmp_error(L, "lmp: join before close or terminate");
+  if (P->state == P_CLOSE) {
+    pool_pump(L, P, 1, done_all, NULL, -1);
+    /* idle now: closing the task sockets makes workers exit */
+    for (i = 0; i < P->n; i++) {
+      Worker *w = &P->w[i];
+      if (w->pid > 0) {
+        lmp_close_fd(S, w->tfd);
+        w->tfd = -1;
+      }
+    }
+    for (i = 0; i < P->n; i++) {
+      Worker *w = &P->w[i];
+      if (w->pid > 0) {
+        worker_reap(L, w);
+        worker_closefds(S, w);
+        w->pid = 0;
+      }
+    }
+    P->state = P_TERM;
+  }
+  return 0;
+}
+
+static int pool_gc(lua_State *L) {
+  Pool *P = checkpool(L, 1);
+  int i;
+  if (P->owner == getpid() && P->w != NULL) {
+    pool_kill(L, P, 0);                /* never block in a collector */
+  }
+  for (i = 0; P->w && i < P->n; i++) {
+    lmp_buf_free(&P->w[i].out);
+    lmp_reader_free(&P->w[i].rd);
+  }
+  for (i = 0; i < P->ntasks; i++) free(P->tasks[i].args);
+  free(P->tasks);
+  free(P->w);
+  P->tasks = NULL;
+  P->w = NULL;
+  P->ntasks = 0;
+  P->n = 0;
+  return 0;
+}
+
+static int pool_tostring(lua_State *L) {
+  Pool *P = checkpool(L, 1);
+  static const char *const st[] = {"running", "closed", "terminated"};
+  lua_pushfstring(L, "lmp.Pool{%d workers, %s}", P->n, st[P->state]);
+  return 1;
+}
+
+static int pool_new(lua_State *L) {
+  Pool *P;
+  lua_Integer n = 0;
+  int i, pidx;
+  lmp_zombie_reap(lmp_getstate(L), 0);
+  lua_settop(L, 1);
+  P = (Pool *)lua_newuserdatauv(L, sizeof *P, 1);
+  memset(P, 0, sizeof *P);
+  pidx = lua_gettop(L);
+  P->owner = getpid();
+  P->state = P_TERM;                   /* harmless until workers exist */
+  luaL_setmetatable(L, LMP_POOL);
+  lua_createtable(L, 0, 6);
+  lua_newtable(L);
+  lua_setfield(L, -2, "jobs");
+  lua_newtable(L);
+  lua_setfield(L, -2, "order");
+  if (lua_istable(L, 1)) {
+    if (lua_getfield(L, 1, "processes") != LUA_TNIL) {
+      if (!lua_isinteger(L, -1))
+        lmp_error(L, "lmp: Pool processes must be an integer");
+      n = lua_tointeger(L, -1);
+      if (n < 1) lmp_error(L, "lmp: Pool needs at least 1 process, got %I",
+                           (LUAI_UACINT)n);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, 1, "initializer") != LUA_TNIL &&
+        !iscallable(L, -1))
+      lmp_error(L, "lmp: Pool initializer must be a function");
+    lua_setfield(L, -2, "initializer");
+    if (lua_getfield(L, 1, "initargs") != LUA_TNIL && !lua_istable(L, -1))
+      lmp_error(L, "lmp: Pool initargs must be a table");
+    lua_setfield(L, -2, "initargs");
+    if (lua_getfield(L, 1, "maxtasksperchild") != LUA_TNIL) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
+        lmp_error(L, "lmp: Pool maxtasksperchild must be a positive integer");
+      P->maxtasks = (long)lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+  } else if (!lua_isnil(L, 1)) {
+    if (!lua_isinteger(L, 1))
+      lmp_error(L, "lmp: Pool expects a number of processes or an options "
+                   "table, got %s", luaL_typename(L, 1));
+    n = lua_tointeger(L, 1);
+    if (n < 1) lmp_error(L, "lmp: Pool needs at least 1 process, got %I",
+                         (LUAI_UACINT)n);
+  }
+  lua_setiuservalue(L, pidx, 1);
+  if (n == 0) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "lmp.cpu_count");
+    lua_call(L, 0, 1);
+    n = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  if (n > 4096) lmp_error(L, "lmp: Pool of %I processes is too large",
+                          (LUAI_UACINT)n);
+  P->w = (Worker *)calloc((size_t)n, sizeof *P->w);
+  if (P->w == NULL) lmp_error(L, "lmp: not enough memory");
+  P->n = (int)n;
+  P->state = P_RUN;
+  lua_replace(L, 1);                   /* the pool is argument 1 from here */
+  lua_settop(L, 1);
+  for (i = 0; i < P->n; i++) P->w[i].tfd = P->w[i].rfd = -1;
+  for (i = 0; i < P->n; i++) worker_spawn(L, P, 1, &P->w[i]);
+  /* wait until every worker ran its initializer */
+  {
+    int all;
+    do {
+      lmp_hook h;
+      struct pollfd pf;
+      all = 1;
+      for (i = 0; i < P->n && all; i++) {
+        Worker *w = &P->w[i];
+        if (w->pid > 0 && !w->ready) {
+          int r;
+          all = 0;
+          lmp_hook_save(L, &h);
+          pf.fd = w->rfd;
+          pf.events = POLLIN;
+          r = lmp_poll(L, &h, &pf, 1, -1);
+          if (r == -2) pool_interrupted(L, P, 1);
+          read_worker(L, P, 1, w);
+        }
+        if (P->broken) break;
+      }
+    } while (!all && !P->broken);
+  }
+  if (P->broken) {
+    pool_doterminate(L, P, 1);
+    pool_field(L, 1, "initerror");
+    if (lua_type(L, -1) == LUA_TSTRING)
+      lmp_error(L, "lmp: pool initializer failed: %s", lua_tostring(L, -1));
+    return lua_error(L);
+  }
+  return 1;
+}
+
+/* ====================================================================== */
+/* AsyncResult                                                            */
+/* ====================================================================== */
+static Job *checkjob(lua_State *L) {
+  return (Job *)luaL_checkudata(L, 1, LMP_RESULT);
+}
+
+static int res_get(lua_State *L) {
+  Job *J = checkjob(L);
+  double dl = optdeadline(L, 2);
+  if (J->kind == K_IMAP || J->kind == K_IMAPU)
+    return lmp_error(L, "lmp: use the iterator");
+  job_wait(L, J, 1, dl, 1);
+  return job_result(L, J, 1);
+}
+
+static int res_wait(lua_State *L) {
+  Job *J = checkjob(L);
+  job_wait(L, J, 1, optdeadline(L, 2), 0);
+  lua_pushboolean(L, J->state != J_RUN);
+  return 1;
+}
+
+static int res_ready(lua_State *L) {
+  Job *J = checkjob(L);
+  lua_pushboolean(L, J->state != J_RUN);
+  return 1;
+}
+
+static int res_successful(lua_State *L) {
+  Job *J = checkjob(L);
+  if (J->state == J_RUN) return lmp_error(L, "lmp: result is not ready");
+  lua_pushboolean(L, J->state == J_OK);
+  return 1;
+}
+
+static int res_tostring(lua_State *L) {
+  Job *J = checkjob(L);
+  lua_pushfstring(L, "lmp.AsyncResult{%s}", J->state == J_RUN ? "pending"
+                  : (J->state == J_OK ? "successful" : "failed"));
+  return 1;
+}
+
+void lmp_pool_open(lua_State *L) {
+  static const luaL_Reg pool_methods[] = {
+    {"apply", pool_apply},
+    {"apply_async", pool_apply_async},
+    {"map", pool_map},
+    {"map_async", pool_map_async},
+    {"imap", pool_imap},
+    {"imap_unordered", pool_imap_unordered},
+    {"starmap", pool_starmap},
+    {"starmap_async", pool_starmap_async},
+    {"close", pool_close},
+    {"join", pool_join},
+    {"terminate", pool_terminate},
+    {NULL, NULL}
+  };
+  static const luaL_Reg pool_meta[] = {
+    {"__gc", pool_gc},
+    {"__close", pool_terminate},
+    {"__tostring", pool_tostring},
+    {NULL, NULL}
+  };
+  static const luaL_Reg res_methods[] = {
+    {"get", res_get},
+    {"wait", res_wait},
+    {"ready", res_ready},
+    {"successful", res_successful},
+    {NULL, NULL}
+  };
+  /* the module table is on top */
+  lua_getfield(L, -1, "cpu_count");
+  lua_setfield(L, LUA_REGISTRYINDEX, "lmp.cpu_count");
+  if (luaL_newmetatable(L, LMP_POOL)) {
+    luaL_setfuncs(L, pool_meta, 0);
+    luaL_newlib(L, pool_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, LMP_RESULT)) {
+    lua_pushcfunction(L, res_tostring);
+    lua_setfield(L, -2, "__tostring");
+    luaL_newlib(L, res_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, pool_new);
+  lua_setfield(L, -2, "Pool");
+}
