@@ -22,7 +22,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEPTH     2        /* tasks queued per worker, so it never idles */
+/*
+** Tasks queued per worker: at least 2 so a worker never waits for the
+** parent between tasks, and up to MAXDEPTH while tasks are tiny, so about
+** QUEUED seconds of work wait in each worker (batching the syscalls)
+** without hurting the balance of long tasks.
+*/
+#define MINDEPTH  2
+#define MAXDEPTH  64
+#define QUEUED    1e-3
+#define SPIN      50e-6   /* seconds of polling before sleeping */
 #define FNCACHE   16       /* functions a worker keeps, by call id */
 
 enum { K_APPLY, K_MAP, K_IMAP, K_IMAPU };
@@ -47,7 +56,8 @@ typedef struct Worker {
   lmp_buf out;
   size_t outpos;
   lmp_reader rd;
-  int q[DEPTH];         /* task ids sent, oldest first */
+  int q[MAXDEPTH];      /* task ids sent, oldest first */
+  double lastreply;
   int nq;
   int ready;            /* sent its READY frame */
   long assigned;        /* tasks given, for maxtasksperchild */
@@ -67,6 +77,8 @@ typedef struct Pool {
   int requeue, requeuetail;  /* tasks to send again, FIFO */
   int nextjob;
   unsigned long seq;    /* worker names */
+  double tasktime;      /* moving average of a task's run time */
+  int depth;
   int pumping;
 } Pool;
 
@@ -768,7 +780,7 @@ static int worker_flush(Worker *w) {
 }
 
 static int worker_hasroom(Pool *P, Worker *w) {
-  return w->pid > 0 && w->ready && w->nq < DEPTH &&
+  return w->pid > 0 && w->ready && w->nq < P->depth &&
          (P->maxtasks <= 0 || w->assigned < P->maxtasks);
 }
 
@@ -876,6 +888,18 @@ static int reply_handle(lua_State *L) {
   if (w->nq == 0 || w->q[0] != t)
     lmp_error(L, "lmp: worker %d answered a task it was not given",
               (int)w->pid);
+  {
+    /* a worker that had more queued was busy since its last reply: the
+       gap is one task's run time */
+    double now = lmp_now();
+    if (w->nq > 1 && w->lastreply > 0) {
+      double d;
+      P->tasktime = 0.9 * P->tasktime + 0.1 * (now - w->lastreply);
+      d = QUEUED / (P->tasktime > 1e-9 ? P->tasktime : 1e-9);
+      P->depth = d > MAXDEPTH ? MAXDEPTH : (d < MINDEPTH ? MINDEPTH : (int)d);
+    }
+    w->lastreply = now;
+  }
   memmove(w->q, w->q + 1, (size_t)(--w->nq) * sizeof w->q[0]);
   k = &P->tasks[t];
   J = push_job(L, pidx, k->job);
@@ -1142,7 +1166,16 @@ static int pool_pump(lua_State *L, Pool *P, int pidx, donefn done, void *ud,
       fail_all(L, P, pidx, "lmp: the pool has no workers");
       continue;
     }
-    r = lmp_poll(L, &h, pf, nf, deadline);
+    /*
+    ** A reply to a short task comes back within microseconds: polling
+    ** for a little while first saves the far slower sleep and wake-up.
+    */
+    {
+      double spinend = lmp_now() + SPIN;
+      do r = lmp_poll(L, &h, pf, nf, 0);
+      while (r == 0 && lmp_now() < spinend);
+      if (r == 0) r = lmp_poll(L, &h, pf, nf, deadline);
+    }
     if (r == -2) pool_interrupted(L, P, pidx);
     if (r < 0) lmp_syserror(L, "poll");
     if (r == 0) {
@@ -1582,6 +1615,8 @@ static int pool_new(lua_State *L) {
   pidx = lua_gettop(L);
   P->owner = getpid();
   P->state = P_TERM;                   /* harmless until workers exist */
+  P->tasktime = QUEUED / MINDEPTH;
+  P->depth = MINDEPTH;
   luaL_setmetatable(L, LMP_POOL);
   lua_createtable(L, 0, 6);
   lua_newtable(L);
