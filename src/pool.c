@@ -23,14 +23,14 @@
 #include <unistd.h>
 
 /*
-** Tasks queued per worker: at least 2 so a worker never waits for the
-** parent between tasks, and up to MAXDEPTH while tasks are tiny, so about
-** QUEUED seconds of work wait in each worker (batching the syscalls)
-** without hurting the balance of long tasks.
+** Tasks queued per worker: about QUEUED seconds of work, from the moving
+** average of a task's run time.  Long tasks go one at a time (a free
+** worker takes the next, as in Python); tiny ones up to MAXDEPTH at once,
+** which batches the syscalls on both sides.
 */
-#define MINDEPTH  2
+#define MINDEPTH  1
 #define MAXDEPTH  64
-#define QUEUED    1e-3
+#define QUEUED    5e-3
 #define SPIN      50e-6   /* seconds of polling before sleeping */
 #define FNCACHE   16       /* functions a worker keeps, by call id */
 
@@ -57,6 +57,7 @@ typedef struct Worker {
   size_t outpos;
   lmp_reader rd;
   int q[MAXDEPTH];      /* task ids sent, oldest first */
+  double sent[MAXDEPTH];
   double lastreply;
   int nq;
   int ready;            /* sent its READY frame */
@@ -759,6 +760,7 @@ static void worker_send(lua_State *L, Pool *P, int pidx, Worker *w, int t) {
     w->out.n += total + 8;
   }
   if (inl) lua_pop(L, 2);
+  w->sent[w->nq] = lmp_now();
   w->q[w->nq++] = t;
   w->assigned++;
 }
@@ -784,12 +786,14 @@ static int worker_hasroom(Pool *P, Worker *w) {
          (P->maxtasks <= 0 || w->assigned < P->maxtasks);
 }
 
-/* hands out work to every worker with room */
+/* hands out work to the workers with room */
 static void pool_dispatch(lua_State *L, Pool *P, int pidx) {
-  int i;
+  int i, level;
+  /* round by round, so idle workers get work before busy ones get more */
+  for (level = 1; level <= P->depth; level++)
   for (i = 0; i < P->n; i++) {
     Worker *w = &P->w[i];
-    while (worker_hasroom(P, w)) {
+    if (worker_hasroom(P, w) && w->nq < level) {
       int t = 0;
       if (P->requeue) {
         t = P->requeue;
@@ -889,18 +893,17 @@ static int reply_handle(lua_State *L) {
     lmp_error(L, "lmp: worker %d answered a task it was not given",
               (int)w->pid);
   {
-    /* a worker that had more queued was busy since its last reply: the
-       gap is one task's run time */
-    double now = lmp_now();
-    if (w->nq > 1 && w->lastreply > 0) {
-      double d;
-      P->tasktime = 0.9 * P->tasktime + 0.1 * (now - w->lastreply);
-      d = QUEUED / (P->tasktime > 1e-9 ? P->tasktime : 1e-9);
-      P->depth = d > MAXDEPTH ? MAXDEPTH : (d < MINDEPTH ? MINDEPTH : (int)d);
-    }
+    /* the task started when it was sent or when the worker finished the
+       one before, whichever came last */
+    double now = lmp_now(), d;
+    double began = w->sent[0] > w->lastreply ? w->sent[0] : w->lastreply;
+    P->tasktime = 0.8 * P->tasktime + 0.2 * (now - began);
+    d = QUEUED / (P->tasktime > 1e-9 ? P->tasktime : 1e-9);
+    P->depth = d > MAXDEPTH ? MAXDEPTH : (d < MINDEPTH ? MINDEPTH : (int)d);
     w->lastreply = now;
   }
   memmove(w->q, w->q + 1, (size_t)(--w->nq) * sizeof w->q[0]);
+  memmove(w->sent, w->sent + 1, (size_t)w->nq * sizeof w->sent[0]);
   k = &P->tasks[t];
   J = push_job(L, pidx, k->job);
   jidx = lua_gettop(L);
