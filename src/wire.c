@@ -66,7 +66,12 @@ int lmp_poll(lua_State *L, const lmp_hook *h, void *fds, unsigned nfds,
     r = poll((struct pollfd *)fds, (nfds_t)nfds, ms);
     if (r >= 0) return r;
     if (errno != EINTR) return -1;
-    if (h != NULL && lmp_hook_changed(L, h)) return -2;
+    if (h != NULL && lmp_hook_changed(L, h)) {
+      /* the caller raises "lmp: interrupted" instead: put the hook back so
+         the interrupt is not raised a second time, outside a pcall */
+      lua_sethook(L, h->f, h->mask, h->count);
+      return -2;
+    }
   }
 }
 

@@ -1,0 +1,756 @@
+-- mp.encode / mp.decode / mp.register: the value codec (API.md "Serialization",
+-- doc/design.md "Wire format").
+package.cpath = "./?.so;" .. package.cpath
+
+local mp = require "lmp"
+
+--[[
+busted runs a spec file with _ENV set to its own proxy table (a table with a
+metatable), not to the real globals. A function defined under that _ENV would
+carry the proxy as its _ENV upvalue, and the codec would (rightly) refuse to
+serialize a table with an unregistered metatable. Every function this file
+encodes is therefore defined under `local _ENV = _G`, the way functions look
+in an ordinary script. busted's names are captured first.
+]]
+local describe, it, assert = describe, it, assert
+local _ENV = _G
+
+local F = { functions = true }
+
+local function roundtrip(...)
+  return mp.decode(mp.encode(...), F)
+end
+
+local function bits(x)
+  return string.pack("<d", x)
+end
+
+-- pcall that returns the error message (or fails if the call succeeded)
+local function raises(f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "expected an error, the call succeeded")
+  return err
+end
+
+local function assert_raises_with(text, f, ...)
+  local err = raises(f, ...)
+  assert(type(err) == "string", "error is not a string: " .. tostring(err))
+  assert(err:find(text, 1, true), ("error %q does not contain %q"):format(err, text))
+  return err
+end
+
+--[[
+Deep comparison that follows table identity: every table of `a` must map to
+exactly one table of `b` and back (so shared references and cycles must have
+the same shape), floats compare bit for bit (NaN, -0.0), integers and floats
+never compare equal to each other. Table keys are not supported (the tests
+that use table keys check them by hand).
+]]
+local function same(a, b, fwd, back, path)
+  fwd, back, path = fwd or {}, back or {}, path or "v"
+  if type(a) ~= type(b) then
+    return false, path .. ": " .. type(a) .. " vs " .. type(b)
+  end
+  if type(a) == "number" then
+    if math.type(a) ~= math.type(b) then
+      return false, path .. ": " .. math.type(a) .. " vs " .. math.type(b)
+    end
+    if math.type(a) == "float" then
+      if bits(a) ~= bits(b) then return false, path .. ": float bits differ" end
+      return true
+    end
+    return a == b, path .. ": " .. tostring(a) .. " vs " .. tostring(b)
+  end
+  if type(a) ~= "table" then
+    return rawequal(a, b), path .. ": values differ"
+  end
+  if fwd[a] ~= nil or back[b] ~= nil then
+    return rawequal(fwd[a], b) and rawequal(back[b], a), path .. ": sharing differs"
+  end
+  fwd[a], back[b] = b, a
+  if getmetatable(a) ~= getmetatable(b) then return false, path .. ": metatable" end
+  for k, v in next, a do
+    assert(type(k) ~= "table", "same(): table keys are not supported")
+    local ok, why = same(v, rawget(b, k), fwd, back, path .. "[" .. tostring(k) .. "]")
+    if not ok then return false, why end
+  end
+  for k in next, b do
+    if rawget(a, k) == nil then return false, path .. ": extra key " .. tostring(k) end
+  end
+  return true
+end
+
+local function assert_same(a, b)
+  local ok, why = same(a, b)
+  assert(ok, why)
+end
+
+local function nest(depth)           -- {{{...}}} with `depth` tables
+  local t = {}
+  for _ = 2, depth do t = { t } end
+  return t
+end
+
+---------------------------------------------------------------------------
+-- The wire format, learnt from the encoder itself (doc/design.md describes
+-- it; only the shapes are assumed, never the tag values).
+---------------------------------------------------------------------------
+local function leb(n)                -- unsigned LEB128 varint, n as uint64
+  local out = {}
+  repeat
+    local b = n & 0x7f
+    n = n >> 7
+    if n ~= 0 then b = b | 0x80 end
+    out[#out + 1] = string.char(b)
+  until n == 0
+  return table.concat(out)
+end
+
+local wire = {}
+do
+  local e0 = mp.encode()
+  wire.header = e0:sub(1, -2)        -- "LMP" 0x01, then the count varint 0
+  function wire.body(v)              -- one value's bytes
+    return mp.encode(v):sub(#wire.header + 2)
+  end
+  function wire.msg(count, body)
+    return wire.header .. leb(count) .. body
+  end
+  local s = wire.body("abc")
+  wire.STR = s:sub(1, -5)            -- string tag, then varint length, bytes
+  local t = wire.body({})
+  wire.TAB = t:sub(1, -3)            -- table tag, array count 0, hash count 0
+  local shared = {}
+  local two = mp.encode(shared, shared)
+  local refbytes = two:sub(#mp.encode(shared) + 1)
+  wire.REF = refbytes:sub(1, -2)     -- ref tag, then the varint id
+  wire.firstref = refbytes:byte(-1)  -- id of the first table in a message
+  wire.NIL = wire.body(nil)
+end
+
+describe("mp.encode (wire format)", function()
+  it("starts every message with the versioned header LMP 0x01", function()
+    assert.are.equal("LMP\1", mp.encode():sub(1, 4))
+    assert.are.equal("LMP\1", mp.encode(1, "x", {}):sub(1, 4))
+  end)
+
+  it("uses the varints and table layout doc/design.md describes (the hostile tests rely on it)", function()
+    local long = string.rep("x", 300)
+    assert.are.equal(wire.STR .. leb(300) .. long, wire.body(long))
+    assert.are.equal(wire.TAB .. "\1\0" .. wire.TAB .. "\0\0", wire.body({ {} }))
+    assert.are.equal(wire.TAB .. "\0\1" .. wire.STR .. "\1k" .. wire.TAB .. "\0\0",
+      wire.body({ k = {} }))
+  end)
+end)
+
+---------------------------------------------------------------------------
+describe("mp.encode", function()
+  it("returns a string for any number of arguments, including none", function()
+    assert.are.equal("string", type(mp.encode()))
+    assert.are.equal("string", type(mp.encode(nil)))
+    assert.are.equal("string", type(mp.encode(1, 2, 3, {}, "x")))
+  end)
+
+  it("refuses a table nested 10^6 levels deep with an lmp: error instead of overflowing the C stack", function()
+    local err = raises(mp.encode, nest(10 ^ 6))
+    assert.are.equal("string", type(err))
+    assert.are.equal("lmp:", err:sub(1, 4))
+  end)
+
+  it("encodes a table nested 900 levels deep", function()
+    local t = roundtrip(nest(900))
+    local depth = 0
+    while t do depth, t = depth + 1, t[1] end
+    assert.are.equal(900, depth)
+  end)
+
+  describe("on a value it cannot serialize", function()
+    it("names a userdata argument by its path", function()
+      local f = io.tmpfile()
+      local err = raises(mp.encode, 1, { conn = f })
+      f:close()
+      assert.truthy(err:find("lmp: cannot serialize userdata at args[2].conn", 1, true), err)
+    end)
+
+    it("names a thread nested in arrays by its path", function()
+      local err = raises(mp.encode, { 1, { 2, 3, coroutine.create(print) } })
+      assert.truthy(err:find("lmp: cannot serialize thread at args[1][2][3]", 1, true), err)
+    end)
+
+    it("quotes keys that are not identifiers", function()
+      local err = raises(mp.encode, { ["a b"] = coroutine.create(print) })
+      assert.truthy(err:find('cannot serialize thread at args[1]["a b"]', 1, true), err)
+    end)
+
+    it("names an upvalue by its name", function()
+      local co = coroutine.create(print)
+      local err = raises(mp.encode, function() return co end)
+      assert.truthy(err:find("cannot serialize thread at args[1]<upvalue co>", 1, true), err)
+    end)
+
+    it("says when the bad value is a table key", function()
+      local err = raises(mp.encode, { [coroutine.create(print)] = 1 })
+      assert.truthy(err:find("cannot serialize thread at args[1]", 1, true), err)
+      assert.truthy(err:find("<key>", 1, true), err)
+    end)
+
+    it("refuses a C function that is not a library value", function()
+      for _, f in ipairs({ coroutine.wrap(function() end), (string.gmatch("a", "a")) }) do
+        local err = raises(mp.encode, f)
+        assert.truthy(err:find("lmp: cannot serialize ", 1, true), err)
+        assert.truthy(err:find("function", 1, true), err)
+        assert.truthy(err:find("at args[1]", 1, true), err)
+      end
+    end)
+
+    it("refuses a table with an unregistered metatable, naming its path", function()
+      local err = raises(mp.encode, { x = setmetatable({}, {}) })
+      assert.truthy(err:find("unregistered metatable", 1, true), err)
+      assert.truthy(err:find("args[1].x", 1, true), err)
+      err = raises(mp.encode, setmetatable({}, { __index = {} }))
+      assert.truthy(err:find("lmp: cannot serialize table with unregistered metatable", 1, true), err)
+      assert.truthy(err:find("at args[1]", 1, true), err)
+    end)
+  end)
+end)
+
+---------------------------------------------------------------------------
+describe("mp.decode", function()
+  describe("round-trips scalars exactly:", function()
+    it("keeps nils and the number of values", function()
+      assert.are.equal(3, select("#", mp.decode(mp.encode(nil, 1, nil))))
+      assert.are.equal(0, select("#", mp.decode(mp.encode())))
+      assert.are.equal(1, select("#", mp.decode(mp.encode(nil))))
+      local a, b, c = mp.decode(mp.encode(nil, 1, nil))
+      assert.is_nil(a); assert.are.equal(1, b); assert.is_nil(c)
+      local many = {}
+      for i = 1, 200 do many[i] = (i % 3 ~= 0) and i or nil end
+      local back = table.pack(mp.decode(mp.encode(table.unpack(many, 1, 200))))
+      assert.are.equal(200, back.n)
+      for i = 1, 200 do assert.are.equal(many[i], back[i]) end
+    end)
+
+    it("keeps booleans", function()
+      local t, f = mp.decode(mp.encode(true, false))
+      assert.are.equal(true, t)
+      assert.are.equal(false, f)
+    end)
+
+    it("keeps 64-bit integers and their subtype", function()
+      for _, n in ipairs({ 0, 1, -1, 127, 128, -128, 255, 256, 2 ^ 31 | 0, -(2 ^ 31 | 0),
+                           (2 ^ 53 | 0) + 1, math.maxinteger, math.mininteger,
+                           math.maxinteger - 1, math.mininteger + 1 }) do
+        local back = mp.decode(mp.encode(n))
+        assert.are.equal("integer", math.type(back))
+        assert.are.equal(n, back)
+      end
+    end)
+
+    it("keeps floats bit for bit and their subtype", function()
+      local subnormal = string.unpack("<d", "\1\0\0\0\0\0\0\0")
+      local big_sub = string.unpack("<d", "\255\255\255\255\255\255\15\0")
+      for _, x in ipairs({ 0.0, 1.0, -1.0, 0.5, math.pi, 2.0 ^ 63, -2.0 ^ 63, 1e308,
+                           -1e-308, subnormal, -subnormal, big_sub, math.huge, -math.huge,
+                           2.0 ^ 53 + 2, 3.0 }) do
+        local back = mp.decode(mp.encode(x))
+        assert.are.equal("float", math.type(back))
+        assert.are.equal(bits(x), bits(back))
+      end
+    end)
+
+    it("keeps -0.0 negative", function()
+      local z = mp.decode(mp.encode(-0.0))
+      assert.are.equal("float", math.type(z))
+      assert.are.equal(-math.huge, 1 / z)
+      assert.are.equal(math.huge, 1 / mp.decode(mp.encode(0.0)))
+    end)
+
+    it("keeps infinities and NaN", function()
+      local inf, ninf, nan = mp.decode(mp.encode(math.huge, -math.huge, 0 / 0))
+      assert.are.equal(math.huge, inf)
+      assert.are.equal(-math.huge, ninf)
+      assert.is_true(nan ~= nan)
+      local payload = string.unpack("<d", "\1\0\0\0\0\0\248\127")  -- NaN with a payload
+      assert.are.equal(bits(payload), bits(mp.decode(mp.encode(payload))))
+    end)
+
+    it("keeps binary strings with zero bytes and every byte value", function()
+      local all = {}
+      for i = 0, 255 do all[#all + 1] = string.char(i) end
+      all = table.concat(all)
+      for _, s in ipairs({ "", "\0", "a\0b", all, all:reverse(), all:rep(3) }) do
+        assert.are.equal(s, mp.decode(mp.encode(s)))
+      end
+    end)
+
+    it("keeps a 10 MiB string", function()
+      local s = string.rep("\0\1lmp\255", 10 * 1024 * 1024 // 6) .. "end"
+      local back = mp.decode(mp.encode(s))
+      assert.are.equal(#s, #back)
+      assert.is_true(s == back)
+    end)
+  end)
+
+  describe("round-trips tables:", function()
+    it("keeps an empty table", function()
+      local t = mp.decode(mp.encode({}))
+      assert.are.equal("table", type(t))
+      assert.is_nil(next(t))
+    end)
+
+    it("keeps arrays, holes and hash parts together", function()
+      local t = { 1, 2.5, "three", false, x = 1, y = { z = "w" }, [10] = 10, [-3] = "neg" }
+      assert_same(t, roundtrip(t))
+      local holes = { 1, nil, 3, nil, nil, 6 }
+      local back = roundtrip(holes)
+      for i = 1, 6 do assert.are.equal(holes[i], back[i]) end
+    end)
+
+    it("keeps boolean and float keys", function()
+      local t = { [true] = "t", [false] = "f", [1.5] = "x", [-0.25] = "y", [math.huge] = "inf",
+                  [-math.huge] = "-inf", [2 ^ 63] = "big" }
+      local back = roundtrip(t)
+      assert_same(t, back)
+      for k in pairs(back) do
+        if type(k) == "number" then assert.are.equal("float", math.type(k)) end
+      end
+    end)
+
+    it("keeps tables used as keys, with their identity", function()
+      local k1, k2 = { "k1" }, { "k2" }
+      local t = { [k1] = "one", [k2] = "two", keys = { k1, k2 } }
+      local back = roundtrip(t)
+      local b1, b2 = back.keys[1], back.keys[2]
+      assert.are.equal("k1", b1[1])
+      assert.are.equal("one", back[b1])
+      assert.are.equal("two", back[b2])
+      local n = 0
+      for _ in pairs(back) do n = n + 1 end
+      assert.are.equal(3, n)
+    end)
+
+    it("keeps a table key that is also the value", function()
+      local k = { 1 }
+      local back = roundtrip({ [k] = k })
+      local key, value = next(back)
+      assert.are.equal("table", type(key))
+      assert.is_true(rawequal(key, value))
+      assert.are.equal(1, key[1])
+    end)
+
+    it("keeps nested tables", function()
+      local t = { a = { b = { c = { d = { 1, 2, { 3, { 4 } } } } } } }
+      assert_same(t, roundtrip(t))
+    end)
+
+    it("keeps shared references within one message", function()
+      local s = { "shared" }
+      local back = roundtrip({ a = s, b = s, list = { s, s } })
+      assert.is_true(rawequal(back.a, back.b))
+      assert.is_true(rawequal(back.a, back.list[1]))
+      assert.is_true(rawequal(back.a, back.list[2]))
+      local x, y = roundtrip(s, s)
+      assert.is_true(rawequal(x, y))
+      assert.is_false(rawequal(x, s))
+    end)
+
+    it("keeps cycles", function()
+      local t = { name = "t" }
+      t.self = t
+      local a, b = { name = "a" }, { name = "b" }
+      a.b, b.a = b, a
+      local back, ab = roundtrip(t, a)
+      assert.is_true(rawequal(back, back.self))
+      assert.is_true(rawequal(ab, ab.b.a))
+      assert.are.equal("b", ab.b.name)
+    end)
+  end)
+
+  describe("round-trips functions:", function()
+    it("keeps a plain function", function()
+      local f = roundtrip(function(x, y) return x * y + 1 end)
+      assert.are.equal("function", type(f))
+      assert.are.equal(7, f(2, 3))
+    end)
+
+    it("keeps a function without upvalues", function()
+      local f = roundtrip(function() return 42 end)
+      assert.is_nil(debug.getupvalue(f, 1))
+      assert.are.equal(42, f())
+    end)
+
+    it("copies upvalues by value: numbers, strings and tables", function()
+      local n, s, t = 10, "str", { 1, 2, k = "v" }
+      local function f() return n, s, t end
+      local g = roundtrip(f)
+      local gn, gs, gt = g()
+      assert.are.equal(10, gn)
+      assert.are.equal("str", gs)
+      assert_same(t, gt)
+      assert.is_false(rawequal(t, gt))
+      t.k = "changed"
+      local _, _, gt2 = g()
+      assert.are.equal("v", gt2.k)
+    end)
+
+    it("keeps a recursive local function", function()
+      local function fib(n)
+        if n < 2 then return n end
+        return fib(n - 1) + fib(n - 2)
+      end
+      local g = roundtrip(fib)
+      assert.are.equal(55, g(10))
+      local name, value = debug.getupvalue(g, 1)
+      assert.are.equal("fib", name)
+      assert.is_true(rawequal(g, value))
+    end)
+
+    it("keeps two closures that share an upvalue sharing it", function()
+      local function counter()
+        local n = 0
+        return function() n = n + 1; return n end, function() return n end
+      end
+      local inc, get = counter()
+      inc()
+      local inc2, get2 = roundtrip(inc, get)
+      assert.are.equal(1, get2())
+      inc2(); inc2()
+      assert.are.equal(3, get2())
+      assert.are.equal(1, get())             -- the originals are not touched
+      local box = roundtrip({ inc = inc, get = get })
+      box.inc()
+      assert.are.equal(2, box.get())
+    end)
+
+    it("rebinds _ENV to the receiver's globals even when it is not upvalue 1", function()
+      local a = 1
+      local function f() return a + math.abs(-1) + (LMP_SPEC_GLOBAL or 0) end
+      assert.are.equal("a", (debug.getupvalue(f, 1)))
+      assert.are.equal("_ENV", (debug.getupvalue(f, 2)))
+      local g = roundtrip(f)
+      assert.are.equal(2, g())
+      LMP_SPEC_GLOBAL = 40
+      local ok, r = pcall(g)
+      LMP_SPEC_GLOBAL = nil
+      assert.is_true(ok, r)
+      assert.are.equal(42, r)
+      local name, env = debug.getupvalue(g, 2)
+      assert.are.equal("_ENV", name)
+      assert.is_true(rawequal(_G, env))
+    end)
+
+    it("sends the globals table itself by name", function()
+      assert.is_true(rawequal(_G, (roundtrip(_G))))
+    end)
+
+    it("sends library values captured as upvalues by name", function()
+      local fmt, mp2, out = string.format, mp, io.stdout
+      local function f(x) return fmt("<%d>", x), mp2, out end
+      local g = roundtrip(f)
+      local s, m, o = g(5)
+      assert.are.equal("<5>", s)
+      assert.is_true(rawequal(mp, m))
+      assert.is_true(rawequal(io.stdout, o))
+      assert.is_true(rawequal(string.format, (roundtrip(string.format))))
+      assert.is_true(rawequal(io.stdout, (roundtrip(io.stdout))))
+      assert.is_true(rawequal(string, (roundtrip(string))))
+      assert.is_true(rawequal(mp, (roundtrip(mp))))
+    end)
+
+    it("sends a custom _ENV table (a sandbox) by value", function()
+      local function make()
+        local _ENV = { x = 5, y = { 6 } }
+        return function() return x + y[1] end
+      end
+      local f = make()
+      local g = roundtrip(f)
+      assert.are.equal(11, g())
+      local name, env = debug.getupvalue(g, 1)
+      assert.are.equal("_ENV", name)
+      assert.is_false(rawequal(_G, env))
+      assert.is_false(rawequal(select(2, debug.getupvalue(f, 1)), env))
+      assert.are.equal(5, env.x)
+    end)
+
+    it("keeps debug info, so errors and tracebacks name the source file and line", function()
+      local function boom() error("kaboom") end local line = debug.getinfo(1, "l").currentline
+      local g = roundtrip(boom)
+      local ok, err = pcall(g)
+      assert.is_false(ok)
+      assert.truthy(err:find("codec_spec.lua:" .. line .. ": kaboom", 1, true), err)
+      local _, tb = xpcall(g, debug.traceback)
+      assert.truthy(tb:find("codec_spec.lua:" .. line, 1, true), tb)
+      local info = debug.getinfo(g, "S")
+      assert.are.equal(debug.getinfo(boom, "S").source, info.source)
+      assert.are.equal(line, info.linedefined)
+    end)
+
+    it("refuses functions unless opts.functions is true", function()
+      local s = mp.encode({ f = function() return 1 end })
+      assert_raises_with("lmp: decode: message contains a function", mp.decode, s)
+      assert_raises_with("lmp: decode: message contains a function", mp.decode, s, {})
+      assert_raises_with("lmp: decode: message contains a function", mp.decode, s, { functions = false })
+      assert.are.equal(1, mp.decode(s, { functions = true }).f())
+    end)
+  end)
+
+  describe("round-trips metatables:", function()
+    it("gives a table with a registered metatable that metatable back", function()
+      local Rect = { __index = {} }
+      function Rect.__index.area(r) return r.w * r.h end
+      mp.register("spec.codec.Rect", Rect)
+      local r = setmetatable({ w = 2, h = 3 }, Rect)
+      local back, again = roundtrip(r, { r })
+      assert.is_true(rawequal(Rect, getmetatable(back)))
+      assert.are.equal(6, back:area())
+      assert.is_true(rawequal(back, again[1]))
+    end)
+
+    it("encodes a value with __serialize as what __serialize returns", function()
+      local mt = { __serialize = function(self) return { x = self.x } end }
+      local v = setmetatable({ x = 1, cache = coroutine.create(print) }, mt)
+      local back = roundtrip({ v = v })
+      assert.is_nil(getmetatable(back.v))
+      assert_same({ x = 1 }, back.v)
+      local str = setmetatable({}, { __serialize = function() return "as a string" end })
+      assert.are.equal("as a string", (roundtrip(str)))
+    end)
+
+    it("rebuilds a __serialize value with __deserialize when the metatable is registered", function()
+      local Handle = {}
+      Handle.__index = Handle
+      function Handle.__serialize(h) return { path = h.path } end
+      function Handle.__deserialize(r) return setmetatable({ path = r.path, reopened = true }, Handle) end
+      mp.register("spec.codec.Handle", Handle)
+      local h = setmetatable({ path = "/tmp/x", fd = io.tmpfile() }, Handle)
+      local back = roundtrip(h)
+      h.fd:close()
+      assert.is_true(rawequal(Handle, getmetatable(back)))
+      assert.are.equal("/tmp/x", back.path)
+      assert.is_true(back.reopened)
+      assert.is_nil(back.fd)
+    end)
+  end)
+
+  describe("on malformed input", function()
+    local function assert_decode_error(s, opts)
+      local ok, err = pcall(mp.decode, s, opts)
+      assert(not ok, ("decoding %q succeeded"):format(s:sub(1, 60)))
+      assert(type(err) == "string", "error is not a string")
+      assert(err:find("lmp: decode", 1, true), err)
+      return err
+    end
+
+    local function sample_messages()
+      local shared = { "shared" }
+      local cyc = {}
+      cyc.self = cyc
+      local up = { 1, 2 }
+      local f = function() return up, shared end
+      return {
+        mp.encode(nil, true, false, 0, -1, math.maxinteger, math.mininteger, 1.5, -0.0, 0 / 0,
+          "", "some string", string.rep("z", 200)),
+        mp.encode({ 1, 2, 3, x = { y = { z = "deep" } }, [1.5] = true, [false] = shared, s = shared }),
+        mp.encode(cyc, shared, { shared, cyc }),
+        mp.encode(f, f, { g = f }),
+      }
+    end
+
+    it("raises on every truncation of a valid message", function()
+      for _, s in ipairs(sample_messages()) do
+        for i = 0, #s - 1 do
+          assert_decode_error(s:sub(1, i), F)
+        end
+      end
+    end)
+
+    it("decodes or raises lmp: on thousands of random byte changes, never crashing", function()
+      math.randomseed(7)
+      local msgs = sample_messages()
+      msgs[#msgs] = nil                    -- no bytecode: corrupt bytecode is unsafe in any Lua
+      local failures = 0
+      for _ = 1, 4000 do
+        local s = msgs[math.random(#msgs)]
+        local bytes = { s:byte(1, -1) }
+        for _ = 1, math.random(1, 3) do
+          bytes[math.random(#bytes)] = math.random(0, 255)
+        end
+        local ok, err = pcall(mp.decode, string.char(table.unpack(bytes)))
+        if not ok then
+          failures = failures + 1
+          assert(type(err) == "string" and err:sub(1, 4) == "lmp:", tostring(err))
+        end
+      end
+      assert.is_true(failures > 0)
+    end)
+
+    it("decodes or raises lmp: for every single-byte value", function()
+      for b = 0, 255 do
+        local ok, err = pcall(mp.decode, wire.msg(1, string.char(b)))
+        if not ok then assert(err:sub(1, 4) == "lmp:", err) end
+        ok, err = pcall(mp.decode, wire.msg(1, string.char(b) .. "\0\0\0"))
+        if not ok then assert(err:sub(1, 4) == "lmp:", err) end
+      end
+    end)
+
+    it("raises on a huge declared string length", function()
+      for _, n in ipairs({ 4, 2 ^ 31, 2 ^ 40, 2 ^ 62, math.maxinteger, -1 }) do
+        assert_decode_error(wire.msg(1, wire.STR .. leb(n) .. "abc"))
+      end
+      assert_decode_error(wire.msg(1, wire.STR .. string.rep("\255", 11) .. "\1abc"))
+    end)
+
+    it("raises on huge table counts", function()
+      for _, n in ipairs({ 2, 2 ^ 31, 2 ^ 40, 2 ^ 62, -1 }) do
+        assert_decode_error(wire.msg(1, wire.TAB .. leb(n) .. "\0" .. wire.NIL))
+        assert_decode_error(wire.msg(1, wire.TAB .. "\0" .. leb(n) .. wire.NIL .. wire.NIL))
+      end
+    end)
+
+    it("raises on a huge value count", function()
+      for _, n in ipairs({ 2, 2 ^ 20, 2 ^ 40, -1 }) do
+        assert_decode_error(wire.msg(n, wire.NIL))
+      end
+    end)
+
+    it("raises on dangling back-references", function()
+      local first = wire.firstref
+      assert_decode_error(wire.msg(1, wire.REF .. leb(first)))
+      assert_decode_error(wire.msg(1, wire.REF .. leb(0)))
+      assert_decode_error(wire.msg(1, wire.REF .. leb(5)))
+      assert_decode_error(wire.msg(2, wire.TAB .. "\0\0" .. wire.REF .. leb(first + 1)))
+      assert_decode_error(wire.msg(1, wire.REF .. leb(2 ^ 40)))
+      assert_decode_error(wire.msg(1, wire.REF .. leb(-1)))
+    end)
+
+    it("raises cleanly on a message nested 10^6 levels deep", function()
+      -- learn the bytes one more level of nesting adds
+      local e2, e3, e4 = mp.encode(nest(2)), mp.encode(nest(3)), mp.encode(nest(4))
+      local L = #e3 - #e2
+      local cut, unit
+      for i = #wire.header + 1, #e2 do
+        local u = e3:sub(i + 1, i + L)
+        if e3 == e2:sub(1, i) .. u .. e2:sub(i + 1)
+           and e4 == e2:sub(1, i) .. u .. u .. e2:sub(i + 1) then
+          cut, unit = i, u
+          break
+        end
+      end
+      assert(cut, "could not find the repeating unit of nested tables")
+      local function deep(n) return e2:sub(1, cut) .. unit:rep(n - 2) .. e2:sub(cut + 1) end
+      assert.are.equal(mp.encode(nest(900)), deep(900))
+      local t, depth = mp.decode(deep(900)), 0
+      while t do depth, t = depth + 1, t[1] end
+      assert.are.equal(900, depth)
+      assert_decode_error(deep(10 ^ 6))
+      -- the same through hash parts
+      local h = {}
+      for _ = 1, 3 do h = { k = h } end
+      local hs = mp.encode(h)
+      local tagk = wire.TAB .. "\0\1" .. wire.STR .. "\1k"
+      local hdr = wire.header .. "\1"
+      assert.are.equal(hdr .. tagk:rep(3) .. wire.TAB .. "\0\0", hs)
+      assert_decode_error(hdr .. tagk:rep(10 ^ 6) .. wire.TAB .. "\0\0")
+    end)
+
+    it("raises with a message naming the version on a bad version or magic", function()
+      local good = mp.encode(1)
+      for _, v in ipairs({ 0, 2, 255 }) do
+        local err = assert_decode_error(good:sub(1, 3) .. string.char(v) .. good:sub(5))
+        assert.truthy(err:find("version", 1, true), err)
+      end
+      assert_decode_error("XYZ" .. good:sub(4))
+      assert_decode_error("")
+      assert_decode_error("LMP")
+    end)
+
+    it("raises on trailing bytes", function()
+      assert_decode_error(mp.encode(1) .. "\0")
+      assert_decode_error(mp.encode() .. wire.NIL)
+      assert_decode_error(mp.encode({}) .. "garbage")
+    end)
+
+    it("raises on a registered-metatable name the receiver does not know", function()
+      local M = {}
+      mp.register("spec.codec.Aaaa", M)
+      local s = mp.encode(setmetatable({}, M))
+      local forged, n = s:gsub("spec%.codec%.Aaaa", "spec.codec.Zzzz")
+      assert.are.equal(1, n)
+      local ok, err = pcall(mp.decode, forged)
+      assert.is_false(ok)
+      assert.are.equal("lmp:", err:sub(1, 4))
+    end)
+
+    it("raises on arguments that are not strings", function()
+      for _, bad in ipairs({ 1, {}, true }) do
+        assert.is_false((pcall(mp.decode, bad)))
+      end
+      assert.is_false((pcall(mp.decode)))
+    end)
+  end)
+
+  it("round-trips 500 random nested values to deeply equal values", function()
+    math.randomseed(42)
+    local specials = { 0.0, -0.0, math.huge, -math.huge, 0 / 0, math.maxinteger, math.mininteger,
+                       string.unpack("<d", "\1\0\0\0\0\0\0\0") }
+    local gen
+    local function scalar()
+      local r = math.random(8)
+      if r == 1 then return math.random(2) == 1
+      elseif r == 2 then return math.random(-1000, 1000)
+      elseif r == 3 then return math.random(0)                           -- any 64-bit integer
+      elseif r == 4 then return (string.unpack("<d", string.pack("<i8", math.random(0))))
+      elseif r == 5 then return specials[math.random(#specials)]
+      elseif r == 6 then return math.random() * 1e6
+      else
+        local n = math.random(0, 40)
+        local b = {}
+        for i = 1, n do b[i] = math.random(0, 255) end
+        return string.char(table.unpack(b))
+      end
+    end
+    local function key()
+      local k
+      repeat k = scalar() until k == k                                    -- no NaN keys
+      return k
+    end
+    function gen(depth, pool)
+      local r = math.random(10)
+      if r == 1 then return nil end
+      if depth > 4 or r <= 5 then return scalar() end
+      if r == 6 and #pool > 0 then return pool[math.random(#pool)] end   -- sharing and cycles
+      local t = {}
+      pool[#pool + 1] = t
+      for i = 1, math.random(0, 6) do t[i] = gen(depth + 1, pool) end
+      for _ = 1, math.random(0, 4) do t[key()] = gen(depth + 1, pool) end
+      return t
+    end
+    for i = 1, 500 do
+      local pool = {}
+      local v, w = gen(0, pool), gen(0, pool)
+      local s = mp.encode(v, w)
+      local n = select("#", mp.decode(s))
+      assert.are.equal(2, n)
+      local bv, bw = mp.decode(s)
+      local ok, why = same({ v, w }, { bv, bw })
+      assert(ok, ("value %d: %s"):format(i, why))
+    end
+  end)
+end)
+
+---------------------------------------------------------------------------
+describe("mp.register", function()
+  it("raises on bad arguments", function()
+    for _, args in ipairs({ {}, { "name", 1 }, { {}, {} }, { nil, {} }, { true, {} } }) do
+      assert.is_false((pcall(mp.register, table.unpack(args, 1, 2))))
+    end
+  end)
+
+  it("makes tables with that metatable serializable and leaves others refused", function()
+    local A, B = {}, {}
+    mp.register("spec.codec.A", A)
+    local a = roundtrip(setmetatable({ 1 }, A))
+    assert.is_true(rawequal(A, getmetatable(a)))
+    assert_raises_with("unregistered metatable", mp.encode, setmetatable({}, B))
+  end)
+end)

@@ -1,0 +1,66 @@
+-- The examples run as they are, from the repository root, in a fresh
+-- interpreter, and print the lines of the seed's Python examples.
+local lfs = require "lfs"
+
+local ROOT
+do
+  local src = debug.getinfo(1, "S").source:sub(2)
+  local dir = src:match("^(.*)/[^/]*$") or "."
+  if dir:sub(1, 1) ~= "/" then dir = lfs.currentdir() .. "/" .. dir end
+  ROOT = dir .. "/.."
+end
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
+end
+
+-- runs an example from the repository root; returns its lines and exit status
+local function run_example(path)
+  local out = os.tmpname()
+  local _, _, status = os.execute(("cd %s && timeout -s KILL 30 lua5.4 %s >%s 2>&1")
+    :format(q(ROOT), q(path), q(out)))
+  local f = assert(io.open(out, "rb"))
+  local text = f:read("a")
+  f:close()
+  os.remove(out)
+  local lines = {}
+  for l in text:gmatch("[^\n]+") do lines[#lines + 1] = l end
+  return lines, status, text
+end
+
+describe("examples/fork.lua", function()
+  it("prints the start line, then the parent's and the child's lines with matching pids", function()
+    local lines, status, text = run_example("examples/fork.lua")
+    assert.are.equal(0, status, text)
+    assert.are.equal(3, #lines, text)
+    local pid = lines[1]:match("^Process %((%d+)%) start%.%.%.$")
+    assert.truthy(pid, text)
+    local parent, child, child2, ppid
+    for i = 2, 3 do
+      local a, b = lines[i]:match("^I %((%d+)%) just created a child process %((%d+)%)%.$")
+      if a then parent, child = a, b end
+      a, b = lines[i]:match("^I am child process %((%d+)%) and my parent is %((%d+)%)%.$")
+      if a then child2, ppid = a, b end
+    end
+    assert.truthy(parent and child2, text)
+    assert.are.equal(pid, parent)
+    assert.are.equal(pid, ppid)
+    assert.are.equal(child, child2)
+    assert.are_not.equal(pid, child)
+  end)
+end)
+
+describe("examples/process.lua", function()
+  it("prints the parent line, starts the named child and prints its end, in order", function()
+    local lines, status, text = run_example("examples/process.lua")
+    assert.are.equal(0, status, text)
+    assert.are.equal(4, #lines, text)
+    local parent = lines[1]:match("^Process parent (%d+)%.$")
+    assert.truthy(parent, text)
+    assert.are.equal("Child process will start.", lines[2])
+    local child = lines[3]:match("^Run child process test %((%d+)%)%.%.%.$")
+    assert.truthy(child, text)
+    assert.are_not.equal(parent, child)
+    assert.are.equal("Child process end.", lines[4])
+  end)
+end)

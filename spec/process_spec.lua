@@ -1,0 +1,902 @@
+-- Process-level functions and mp.Process (API.md "Process-level functions",
+-- "Process"; issue 3). Raw fork scenarios and anything that could leave a
+-- forked copy of busted running are run in a fresh lua5.4 interpreter.
+package.cpath = "./?.so;" .. package.cpath
+
+local mp = require "lmp"
+local lfs = require "lfs"
+
+---------------------------------------------------------------------------
+-- helpers
+---------------------------------------------------------------------------
+local ROOT
+do
+  local src = debug.getinfo(1, "S").source:sub(2)
+  local dir = src:match("^(.*)/[^/]*$") or "."
+  if dir:sub(1, 1) ~= "/" then dir = lfs.currentdir() .. "/" .. dir end
+  ROOT = dir .. "/.."
+end
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
+end
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function tmpname()
+  local name = os.tmpname()
+  os.remove(name)
+  return name
+end
+
+--[[
+Runs `code` in a fresh lua5.4 that loads the repository's lmp.so, with
+output to a file (so children that outlive the interpreter never block the
+reader) and a hard time limit. Returns the output and the exit status.
+]]
+local function run_lua(code, seconds)
+  local script, out = os.tmpname(), os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(("package.cpath = %q .. package.cpath\n"):format(ROOT .. "/?.so;"))
+  f:write('local mp = require "lmp"\n', code, "\n")
+  f:close()
+  local _, _, status = os.execute(("timeout -s KILL %d lua5.4 %s >%s 2>&1")
+    :format(seconds or 30, q(script), q(out)))
+  local text = slurp(out) or ""
+  os.remove(script)
+  os.remove(out)
+  return text, status
+end
+
+-- "key=value" lines printed by a script, as a table
+local function fields(text)
+  local t = {}
+  for k, v in text:gmatch("([%w_]+)=([^\n]*)") do t[k] = v end
+  return t
+end
+
+-- a pid that has exited (gone, or a zombie nobody reaps yet)
+local function dead(pid)
+  local stat = slurp("/proc/" .. pid .. "/stat")
+  if not stat then return true end
+  return stat:match("^%d+ %b() (%a)") == "Z"
+end
+
+local function wait_until(pred, seconds)
+  local deadline = mp.time() + (seconds or 10)
+  while mp.time() < deadline do
+    if pred() then return true end
+    mp.sleep(0.02)
+  end
+  return pred()
+end
+
+local function read_pid(path, seconds)
+  local pid
+  wait_until(function()
+    pid = tonumber(slurp(path) or "")
+    return pid ~= nil
+  end, seconds or 10)
+  return pid
+end
+
+local function kill_pidfile(path)
+  local pid = tonumber(slurp(path) or "")
+  if pid and not dead(pid) then mp.kill(pid, "KILL") end
+  os.remove(path)
+end
+
+-- `local track <close> = reaper()`: every Process passed to track(p) is
+-- killed (if still running) and joined when the test ends, pass or fail.
+local function reaper()
+  return setmetatable({}, {
+    __call = function(self, p) self[#self + 1] = p; return p end,
+    __close = function(self)
+      for _, p in ipairs(self) do
+        if p.pid then
+          pcall(function()
+            if p:is_alive() then p:kill() end
+          end)
+          pcall(p.join, p, 10)
+        end
+      end
+    end,
+  })
+end
+
+local function open_fds()
+  local n = 0
+  for _ in lfs.dir("/proc/self/fd") do n = n + 1 end
+  return n
+end
+
+local function sleeper(seconds)
+  return function() mp.sleep(seconds or 30) end
+end
+
+local function errmsg(f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "expected an error, the call succeeded")
+  return err
+end
+
+local function assert_lmp_error(f, ...)
+  local err = errmsg(f, ...)
+  assert(type(err) == "string" and err:find("lmp:", 1, true), "not an lmp: error: " .. tostring(err))
+  return err
+end
+
+---------------------------------------------------------------------------
+describe("mp.fork", function()
+  it("returns the child's pid in the parent and 0 in the child", function()
+    local out = run_lua [[
+      local parent = mp.getpid()
+      local pid = assert(mp.fork())
+      if pid == 0 then
+        print("child_pid=" .. mp.getpid())
+        print("child_ppid=" .. mp.getppid())
+        os.exit(0)
+      end
+      local w, how, code = mp.wait(pid)
+      print("parent=" .. parent)
+      print("forked=" .. pid)
+      print("waited=" .. tostring(w) .. " " .. tostring(how) .. " " .. tostring(code))
+    ]]
+    local f = fields(out)
+    assert.truthy(f.forked, out)
+    assert.are.equal(f.forked, f.child_pid, out)
+    assert.are.equal(f.parent, f.child_ppid, out)
+    assert.are.equal(f.forked .. " exited 0", f.waited, out)
+  end)
+
+  it("flushes stdio first, so buffered output is printed once", function()
+    local out = run_lua [[
+      io.write("once")
+      io.stderr:write("")
+      local pid = assert(mp.fork())
+      if pid == 0 then os.exit(0) end
+      mp.wait(pid)
+      io.write("|end\n")
+    ]]
+    assert.are.equal("once|end\n", out)
+  end)
+
+  it("reseeds math.random in the child", function()
+    local out = run_lua [[
+      for i = 1, 2 do
+        local pid = assert(mp.fork())
+        if pid == 0 then
+          io.write("child" .. i .. "=" .. math.random(0) .. "\n")
+          os.exit(0)
+        end
+        mp.wait(pid)
+      end
+      io.write("parent=" .. math.random(0) .. "\n")
+    ]]
+    local f = fields(out)
+    assert.truthy(f.child1 and f.child2 and f.parent, out)
+    assert.are_not.equal(f.child1, f.child2)
+    assert.are_not.equal(f.parent, f.child1)
+  end)
+end)
+
+describe("mp.getpid", function()
+  it("returns this process's pid as an integer", function()
+    local pid = mp.getpid()
+    assert.are.equal("integer", math.type(pid))
+    local stat = assert(slurp("/proc/self/stat"))
+    assert.are.equal(tonumber(stat:match("^(%d+)")), pid)
+  end)
+end)
+
+describe("mp.getppid", function()
+  it("returns the parent's pid as an integer", function()
+    local ppid = mp.getppid()
+    assert.are.equal("integer", math.type(ppid))
+    local stat = assert(slurp("/proc/self/stat"))
+    assert.are.equal(tonumber(stat:match("^%d+ %b() %a (%d+)")), ppid)
+  end)
+end)
+
+describe("mp.wait", function()
+  it("returns pid, \"exited\" and the exit status", function()
+    local out = run_lua [[
+      local pid = assert(mp.fork())
+      if pid == 0 then os.exit(7) end
+      local w, how, code = mp.wait(pid)
+      print("r=" .. tostring(w == pid) .. " " .. tostring(how) .. " " .. tostring(code))
+      print("ctype=" .. math.type(code))
+    ]]
+    local f = fields(out)
+    assert.are.equal("true exited 7", f.r, out)
+    assert.are.equal("integer", f.ctype, out)
+  end)
+
+  it("returns pid, \"signaled\" and the signal number", function()
+    local out = run_lua [[
+      local pid = assert(mp.fork())
+      if pid == 0 then mp.sleep(30) os.exit(0) end
+      assert(mp.kill(pid, "KILL"))
+      local w, how, code = mp.wait(pid)
+      print("r=" .. tostring(w == pid) .. " " .. tostring(how) .. " " .. tostring(code))
+    ]]
+    assert.are.equal("true signaled 9", fields(out).r, out)
+  end)
+
+  it("returns 0 with nohang while the child is running", function()
+    local out = run_lua [[
+      local pid = assert(mp.fork())
+      if pid == 0 then mp.sleep(30) os.exit(0) end
+      print("nohang=" .. tostring(mp.wait(pid, true)))
+      mp.kill(pid, "TERM")
+      local w, how, code = mp.wait(pid)
+      print("r=" .. tostring(w == pid) .. " " .. tostring(how) .. " " .. tostring(code))
+    ]]
+    local f = fields(out)
+    assert.are.equal("0", f.nohang, out)
+    assert.are.equal("true signaled 15", f.r, out)
+  end)
+
+  it("waits for any child without arguments", function()
+    local out = run_lua [[
+      local pid = assert(mp.fork())
+      if pid == 0 then os.exit(3) end
+      local w, how, code = mp.wait()
+      print("r=" .. tostring(w == pid) .. " " .. tostring(how) .. " " .. tostring(code))
+    ]]
+    assert.are.equal("true exited 3", fields(out).r, out)
+  end)
+
+  it("returns nil, a message and an errno when there is no such child", function()
+    local r = table.pack(mp.wait(1))
+    assert.is_nil(r[1])
+    assert.are.equal("string", type(r[2]))
+    assert.are.equal(10, r[3])                      -- ECHILD
+  end)
+end)
+
+describe("mp.kill", function()
+  it("sends signals given by name or number, TERM by default", function()
+    local track <close> = reaper()
+    local cases = { { "KILL", -9 }, { "TERM", -15 }, { "HUP", -1 }, { "USR1", -10 },
+                    { 9, -9 }, { 15, -15 }, { nil, -15 } }
+    for _, c in ipairs(cases) do
+      local p = track(mp.Process(sleeper())):start()
+      local r = table.pack(mp.kill(p.pid, c[1]))
+      assert.are.equal(true, r[1], tostring(r[2]))
+      assert.is_true(p:join(10))
+      assert.are.equal(c[2], p.exitcode, "signal " .. tostring(c[1]))
+    end
+  end)
+
+  it("checks that a process exists with signal 0", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(sleeper())):start()
+    assert.are.equal(true, mp.kill(p.pid, 0))
+    assert.is_true(p:is_alive())
+  end)
+
+  it("refuses an unknown signal name without sending anything", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(sleeper())):start()
+    for _, bad in ipairs({ "NOPE", "", "SIGNOPE", -1, 100000 }) do
+      local ok, r1, r2 = pcall(mp.kill, p.pid, bad)
+      assert(not ok or (r1 == nil and type(r2) == "string"),
+        "mp.kill accepted signal " .. tostring(bad))
+    end
+    assert.is_true(p:is_alive())
+  end)
+
+  it("returns nil, a message and an errno for a pid that does not exist", function()
+    local r = table.pack(mp.kill(0x7ffffff0, "TERM"))
+    assert.is_nil(r[1])
+    assert.are.equal("string", type(r[2]))
+    assert.are.equal(3, r[3])                       -- ESRCH
+  end)
+
+  it("raises on a pid that is not a number", function()
+    for _, bad in ipairs({ "x", {}, true }) do
+      assert.is_false((pcall(mp.kill, bad)))
+    end
+    assert.is_false((pcall(mp.kill)))
+  end)
+end)
+
+describe("mp.cpu_count", function()
+  it("returns the number of CPUs this process may run on, at least 1", function()
+    local n = mp.cpu_count()
+    assert.are.equal("integer", math.type(n))
+    assert.is_true(n >= 1)
+    local p = io.popen("nproc 2>/dev/null")
+    local nproc = p and tonumber(p:read("a"))
+    if p then p:close() end
+    if nproc then assert.are.equal(nproc, n) end
+  end)
+
+  it("honours the CPU affinity mask", function()
+    if not os.execute("command -v taskset >/dev/null 2>&1") then
+      pending("taskset is not installed")
+      return
+    end
+    local script, out = os.tmpname(), os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(("package.cpath = %q .. package.cpath\n"):format(ROOT .. "/?.so;"))
+    f:write('print("n=" .. require("lmp").cpu_count())\n')
+    f:close()
+    os.execute(("taskset -c 0 lua5.4 %s >%s 2>&1"):format(q(script), q(out)))
+    local text = slurp(out) or ""
+    os.remove(script)
+    os.remove(out)
+    assert.are.equal("1", fields(text).n, text)
+  end)
+end)
+
+describe("mp.sleep", function()
+  it("sleeps for at least the given float number of seconds", function()
+    local t0 = mp.time()
+    mp.sleep(0.05)
+    assert.is_true(mp.time() - t0 >= 0.05)
+    mp.sleep(0)
+  end)
+
+  it("keeps sleeping when a child exits meanwhile", function()
+    local track <close> = reaper()
+    track(mp.Process(function() end)):start()
+    local t0 = mp.time()
+    mp.sleep(0.3)
+    assert.is_true(mp.time() - t0 >= 0.3)
+  end)
+
+  it("raises on an argument that is not a number", function()
+    for _, bad in ipairs({ "x", {}, true }) do
+      assert.is_false((pcall(mp.sleep, bad)))
+    end
+    assert.is_false((pcall(mp.sleep)))
+  end)
+end)
+
+describe("mp.time", function()
+  it("returns wall-clock seconds as a float", function()
+    local t = mp.time()
+    assert.are.equal("float", math.type(t))
+    assert.is_true(math.abs(t - os.time()) < 2)
+  end)
+
+  it("increases, with at least microsecond resolution", function()
+    local t1 = mp.time()
+    mp.sleep(0.01)
+    assert.is_true(mp.time() > t1)
+    local smallest, prev = math.huge, mp.time()
+    for _ = 1, 100000 do
+      local now = mp.time()
+      if now > prev then smallest = math.min(smallest, now - prev) end
+      prev = now
+      if smallest < 1e-5 then break end
+    end
+    assert.is_true(smallest <= 1e-3, "smallest step " .. smallest)
+  end)
+end)
+
+describe("mp.current_process", function()
+  it("is the MainProcess in the main process", function()
+    local cp = mp.current_process()
+    assert.are.equal("MainProcess", cp.name)
+    assert.are.equal(mp.getpid(), cp.pid)
+  end)
+
+  it("is the Process's name and pid inside a child", function()
+    local track <close> = reaper()
+    local function me()
+      local cp = mp.current_process()
+      return cp.name, cp.pid
+    end
+    local p = track(mp.Process { target = me, name = "w1" }):start()
+    local name, pid = p:get(30)
+    assert.are.equal("w1", name)
+    assert.are.equal(p.pid, pid)
+    local d = track(mp.Process(me)):start()
+    assert.are.equal(d.name, (d:get(30)))
+  end)
+end)
+
+describe("mp.active_children", function()
+  it("lists this process's running Process objects", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(sleeper())):start()
+    local found = false
+    for _, c in ipairs(mp.active_children()) do
+      if rawequal(c, p) then found = true end
+    end
+    assert.is_true(found)
+    p:kill()
+    assert.is_true(p:join(10))
+    for _, c in ipairs(mp.active_children()) do
+      assert.is_false(rawequal(c, p))
+    end
+  end)
+
+  it("is empty inside a child even when the parent has children", function()
+    local track <close> = reaper()
+    track(mp.Process(sleeper())):start()
+    local p = track(mp.Process(function() return #mp.active_children() end)):start()
+    assert.are.equal(0, p:get(30))
+  end)
+end)
+
+---------------------------------------------------------------------------
+describe("mp.Process", function()
+  it("takes a target and its arguments, nils and count kept", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function(...) return select("#", ...), ... end, 1, nil, "x", nil))
+    p:start()
+    local r = table.pack(p:get(30))
+    assert.are.equal(5, r.n)
+    assert.are.equal(4, r[1])
+    assert.are.equal(1, r[2])
+    assert.is_nil(r[3])
+    assert.are.equal("x", r[4])
+    assert.is_nil(r[5])
+  end)
+
+  it("takes a table with target, args, name and daemon", function()
+    local track <close> = reaper()
+    local p = track(mp.Process { target = function(a, b) return a + b end, args = { 2, 3 },
+                                 name = "adder", daemon = true })
+    assert.are.equal("adder", p.name)
+    assert.are.equal(true, p.daemon)
+    p:start()
+    assert.are.equal(5, p:get(30))
+  end)
+
+  it("honours args.n so nils in args survive", function()
+    local track <close> = reaper()
+    local p = track(mp.Process { target = function(...) return select("#", ...) end,
+                                 args = table.pack(1, nil, nil) }):start()
+    assert.are.equal(3, p:get(30))
+  end)
+
+  it("accepts a callable table as target", function()
+    local track <close> = reaper()
+    local callable = setmetatable({}, { __call = function(_, x) return x * 2 end })
+    local p = track(mp.Process { target = callable, args = { 21 } }):start()
+    assert.are.equal(42, p:get(30))
+  end)
+
+  it("names processes Process-N by default, with a new N each time", function()
+    local a, b = mp.Process(print), mp.Process(print)
+    assert.truthy(a.name:match("^Process%-%d+$"), a.name)
+    assert.truthy(b.name:match("^Process%-%d+$"), b.name)
+    assert.are_not.equal(a.name, b.name)
+    assert.are.equal(false, a.daemon)
+  end)
+
+  it("has no pid and no exitcode before start", function()
+    local p = mp.Process(print)
+    assert.is_nil(p.pid)
+    assert.is_nil(p.exitcode)
+  end)
+
+  it("raises lmp: on bad arguments", function()
+    local f = function() end
+    local bad = {
+      function() return mp.Process() end,
+      function() return mp.Process(1) end,
+      function() return mp.Process("print") end,
+      function() return mp.Process(true) end,
+      function() return mp.Process {} end,
+      function() return mp.Process { target = 1 } end,
+      function() return mp.Process { target = "print" } end,
+      function() return mp.Process { target = f, args = 1 } end,
+    }
+    for i, make in ipairs(bad) do
+      local ok, err = pcall(make)
+      assert(not ok, "bad call #" .. i .. " did not raise")
+      assert(type(err) == "string" and err:find("lmp:", 1, true), "bad call #" .. i .. ": " .. tostring(err))
+    end
+  end)
+
+  it("runs 100 children at once and gets every result", function()
+    local track <close> = reaper()
+    local ps = {}
+    for i = 1, 100 do
+      ps[i] = track(mp.Process(function(n) return n * n, mp.getpid() end, i)):start()
+    end
+    local pids = {}
+    for i, p in ipairs(ps) do
+      local sq, pid = p:get(60)
+      assert.are.equal(i * i, sq)
+      assert.are.equal(p.pid, pid)
+      pids[pid] = true
+    end
+    for _, p in ipairs(ps) do
+      assert.is_true(p:join(30))
+      assert.are.equal(0, p.exitcode)
+    end
+    local n = 0
+    for _ in pairs(pids) do n = n + 1 end
+    assert.are.equal(100, n)
+  end)
+
+  it("gives every child different random numbers", function()
+    local track <close> = reaper()
+    local draw = function() return math.random(0) end
+    local a = track(mp.Process(draw)):start()
+    local b = track(mp.Process(draw)):start()
+    local ra, rb = a:get(30), b:get(30)
+    assert.are_not.equal(ra, rb)
+    assert.are_not.equal(math.random(0), ra)
+  end)
+
+  it("lets a child start its own Process", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function()
+      local inner = mp.Process(function() return "inner", mp.getppid() end):start()
+      local what, ppid = inner:get(30)
+      inner:join()
+      return what, ppid, mp.getpid(), inner.exitcode
+    end)):start()
+    local what, ppid, pid, code = p:get(30)
+    assert.are.equal("inner", what)
+    assert.are.equal(pid, ppid)
+    assert.are.equal(p.pid, pid)
+    assert.are.equal(0, code)
+  end)
+
+  it("does not touch the parent's processes when a child closes its Lua state", function()
+    local track <close> = reaper()
+    local other = track(mp.Process(sleeper())):start()
+    local daemon = track(mp.Process { target = sleeper(), daemon = true }):start()
+    local p = track(mp.Process(function() os.exit(5, true) end)):start()
+    assert.is_true(p:join(30))
+    assert.are.equal(5, p.exitcode)
+    assert.is_true(other:is_alive())
+    assert.is_true(daemon:is_alive())
+  end)
+
+  it("leaves no open file descriptors behind", function()
+    local function cycle()
+      local p = mp.Process(function(x) return x end, "v"):start()
+      assert.are.equal("v", p:get(30))
+      assert.is_true(p:join(30))
+    end
+    cycle()
+    collectgarbage()
+    local before = open_fds()
+    for _ = 1, 50 do cycle() end
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(before, open_fds())
+  end)
+
+  it("kills daemon children when the parent is killed with SIGKILL", function()
+    local pidfile = tmpname()
+    finally(function() kill_pidfile(pidfile) end)
+    local out = run_lua(([[
+      local pidfile = %q
+      local p = mp.Process { daemon = true, target = function()
+        local f = assert(io.open(pidfile .. ".tmp", "w"))
+        f:write(mp.getpid())
+        f:close()
+        os.rename(pidfile .. ".tmp", pidfile)
+        mp.sleep(30)
+      end }
+      p:start()
+      for _ = 1, 1000 do
+        local f = io.open(pidfile)
+        if f then f:close() break end
+        mp.sleep(0.01)
+      end
+      io.write("started\n")
+      io.flush()
+      mp.kill(mp.getpid(), "KILL")
+      io.write("survived\n")
+    ]]):format(pidfile), 20)
+    assert.truthy(out:find("started", 1, true), out)
+    assert.falsy(out:find("survived", 1, true), out)
+    local pid = read_pid(pidfile)
+    assert.truthy(pid, "the daemon never wrote its pid")
+    assert.is_true(wait_until(function() return dead(pid) end, 10), "daemon " .. pid .. " still running")
+  end)
+
+  it("terminates daemon children when the main script ends", function()
+    local pidfile = tmpname()
+    finally(function() kill_pidfile(pidfile) end)
+    local out = run_lua(([[
+      local pidfile = %q
+      local p = mp.Process { daemon = true, target = function()
+        local f = assert(io.open(pidfile .. ".tmp", "w"))
+        f:write(mp.getpid())
+        f:close()
+        os.rename(pidfile .. ".tmp", pidfile)
+        mp.sleep(30)
+      end }
+      p:start()
+      for _ = 1, 1000 do
+        local f = io.open(pidfile)
+        if f then f:close() break end
+        mp.sleep(0.01)
+      end
+      io.write("end\n")
+    ]]):format(pidfile), 20)
+    assert.truthy(out:find("end", 1, true), out)
+    local pid = read_pid(pidfile)
+    assert.truthy(pid, "the daemon never wrote its pid")
+    assert.is_true(wait_until(function() return dead(pid) end, 10), "daemon " .. pid .. " still running")
+  end)
+
+  it("joins non-daemon children when the main script ends", function()
+    local file = tmpname()
+    finally(function() os.remove(file) end)
+    local out, status = run_lua(([[
+      local file = %q
+      mp.Process(function()
+        mp.sleep(0.3)
+        local f = assert(io.open(file, "a"))
+        f:write("child was here\n")
+        f:close()
+      end):start()
+      io.write("script ends\n")
+    ]]):format(file), 20)
+    assert.are.equal(0, status, out)
+    assert.truthy(out:find("script ends", 1, true), out)
+    assert.are.equal("child was here\n", slurp(file))
+  end)
+
+  it("turns SIGINT during join into an error the script can catch", function()
+    local pidfile = tmpname()
+    finally(function() kill_pidfile(pidfile) end)
+    local out, status = run_lua(([[
+      local pidfile = %q
+      local p = mp.Process(function() mp.sleep(30) end):start()
+      local f = assert(io.open(pidfile, "w"))
+      f:write(p.pid)
+      f:close()
+      local parent = mp.getpid()
+      local helper = assert(mp.fork())
+      if helper == 0 then
+        mp.sleep(0.3)
+        mp.kill(parent, "INT")
+        os.exit(0)
+      end
+      local ok, err = pcall(p.join, p)
+      print("ok=" .. tostring(ok))
+      print("err=" .. tostring(err):gsub("\n", " "))
+      p:kill()
+      p:join()
+      mp.wait(helper)
+      print("exitcode=" .. tostring(p.exitcode))
+      print("done=yes")
+    ]]):format(pidfile), 20)
+    local f = fields(out)
+    assert.are.equal("false", f.ok, out)
+    assert.truthy(f.err and f.err ~= "nil", out)
+    assert.are.equal("yes", f.done, out)
+    assert.are.equal(0, status, out)
+    assert.are.equal("-9", f.exitcode, out)
+  end)
+end)
+
+describe("Process:start", function()
+  it("returns the process and sets its pid", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function() end))
+    assert.is_true(rawequal(p, p:start()))
+    assert.are.equal("integer", math.type(p.pid))
+    assert.are_not.equal(mp.getpid(), p.pid)
+  end)
+
+  it("raises when the process was already started", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function() end)):start()
+    assert_lmp_error(p.start, p)
+    p:join(30)
+    assert_lmp_error(p.start, p)
+  end)
+end)
+
+describe("Process:join", function()
+  it("returns true when the child has ended, also when called again", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function() end)):start()
+    assert.are.equal(true, p:join())
+    assert.are.equal(true, p:join())
+    assert.are.equal(true, p:join(0))
+    assert.are.equal(0, p.exitcode)
+  end)
+
+  it("returns false on timeout, and true once the child is done", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(sleeper())):start()
+    assert.are.equal(false, p:join(0.05))
+    assert.are.equal(false, p:join(0))
+    assert.is_nil(p.exitcode)
+    p:terminate()
+    assert.are.equal(true, p:join(10))
+  end)
+
+  it("reaps the child, so no zombie is left", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function() end)):start()
+    assert.is_true(p:join(30))
+    local r = table.pack(mp.wait(p.pid, true))
+    assert.is_nil(r[1])
+    assert.are.equal(10, r[3])                      -- ECHILD: already reaped
+    assert.is_true(dead(p.pid))
+  end)
+
+  it("completes with a timeout while the child writes a 64 MiB result", function()
+    local track <close> = reaper()
+    local size = 64 * 1024 * 1024
+    local p = track(mp.Process(function() return string.rep("x", size) end)):start()
+    local done = false
+    for _ = 1, 600 do
+      if p:join(0.1) then done = true break end
+    end
+    assert.is_true(done)
+    assert.are.equal(0, p.exitcode)
+    local s = p:get(30)
+    assert.are.equal(size, #s)
+  end)
+
+  it("raises lmp: on a negative timeout or before start", function()
+    local track <close> = reaper()
+    assert_lmp_error(function() return mp.Process(print):join() end)
+    local p = track(mp.Process(sleeper())):start()
+    assert_lmp_error(p.join, p, -1)
+    assert.is_false(pcall(p.join, p, "soon"))
+  end)
+end)
+
+describe("Process:get", function()
+  it("returns the target's values with nils and count kept", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function() return nil, 2, nil end)):start()
+    local r = table.pack(p:get(30))
+    assert.are.equal(3, r.n)
+    assert.is_nil(r[1]); assert.are.equal(2, r[2]); assert.is_nil(r[3])
+    local none = track(mp.Process(function() end)):start()
+    assert.are.equal(0, select("#", none:get(30)))
+  end)
+
+  it("returns tables with shared references and functions with upvalues", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function()
+      local k = 21
+      local t = { list = { 1, 2, 3 } }
+      t.self, t.alias = t, t.list
+      return t, function() return k * 2 end
+    end)):start()
+    local t, f = p:get(30)
+    assert.is_true(rawequal(t, t.self))
+    assert.is_true(rawequal(t.list, t.alias))
+    assert.are.same({ 1, 2, 3 }, t.list)
+    assert.are.equal(42, f())
+  end)
+
+  it("returns a 64 MiB result without deadlock", function()
+    local track <close> = reaper()
+    local size = 64 * 1024 * 1024
+    local p = track(mp.Process(function() return string.rep("y", size), "tail" end)):start()
+    local s, tail = p:get(60)
+    assert.are.equal(size, #s)
+    assert.are.equal("tail", tail)
+    assert.is_true(p:join(30))
+  end)
+
+  it("re-raises a string error with the child's traceback appended", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function() error("boom in child") end)):start()
+    local err = errmsg(p.get, p, 30)
+    assert.are.equal("string", type(err))
+    assert.truthy(err:find("boom in child", 1, true), err)
+    assert.truthy(err:find("stack traceback", 1, true), err)
+    assert.truthy(err:find("process_spec.lua", 1, true), err)
+    assert.is_true(p:join(30))
+    assert.are.equal(1, p.exitcode)
+  end)
+
+  it("re-raises a table error as an equal table, and other values as themselves", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function() error({ code = 42, why = { "nested" } }) end)):start()
+    local err = errmsg(p.get, p, 30)
+    assert.are.same({ code = 42, why = { "nested" } }, err)
+    local n = track(mp.Process(function() error(17) end)):start()
+    assert.are.equal(17, errmsg(n.get, n, 30))
+  end)
+
+  it("raises lmp: timeout on timeout", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(sleeper())):start()
+    local err = assert_lmp_error(p.get, p, 0.05)
+    assert.truthy(err:find("lmp: timeout", 1, true), err)
+  end)
+
+  it("raises lmp: on a negative timeout or before start", function()
+    local track <close> = reaper()
+    local p = mp.Process(function() return 1 end)
+    assert_lmp_error(p.get, p)
+    track(p):start()
+    assert_lmp_error(p.get, p, -1)
+    assert.are.equal(1, p:get(30))
+  end)
+
+  it("raises lmp: when the child died without a result", function()
+    local track <close> = reaper()
+    local k = track(mp.Process(sleeper())):start()
+    k:kill()
+    assert_lmp_error(k.get, k, 30)
+    local e = track(mp.Process(function() os.exit(3) end)):start()
+    assert_lmp_error(e.get, e, 30)
+  end)
+
+  it("raises naming result[i] when a result cannot be serialized", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function() return 1, { 2, 3, coroutine.create(print) } end)):start()
+    local err = errmsg(p.get, p, 30)
+    assert.truthy(tostring(err):find("cannot serialize thread at result[2][3]", 1, true), tostring(err))
+  end)
+end)
+
+describe("Process:is_alive", function()
+  it("is false before start, true while running and false after the end", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(sleeper()))
+    assert.are.equal(false, p:is_alive())
+    p:start()
+    assert.are.equal(true, p:is_alive())
+    p:kill()
+    assert.is_true(wait_until(function() return not p:is_alive() end, 10))
+    p:join(10)
+    assert.are.equal(false, p:is_alive())
+  end)
+end)
+
+describe("Process:terminate", function()
+  it("sends SIGTERM, giving exitcode -15", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(sleeper())):start()
+    p:terminate()
+    assert.is_true(p:join(10))
+    assert.are.equal(-15, p.exitcode)
+  end)
+end)
+
+describe("Process:kill", function()
+  it("sends SIGKILL, giving exitcode -9", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(sleeper())):start()
+    p:kill()
+    assert.is_true(p:join(10))
+    assert.are.equal(-9, p.exitcode)
+  end)
+end)
+
+describe("Process.exitcode", function()
+  it("is nil while running, 0 on success, 1 on error and n for os.exit(n)", function()
+    local track <close> = reaper()
+    local cases = {
+      { function() end, 0 },
+      { function() return 1, 2 end, 0 },
+      { function() error("x") end, 1 },
+      { function() error({}) end, 1 },
+      { function() os.exit(3) end, 3 },
+      { function() os.exit(0) end, 0 },
+      { function() os.exit(true) end, 0 },
+      { function() os.exit(false) end, 1 },
+      { function() os.exit(200, true) end, 200 },
+    }
+    local running = track(mp.Process(sleeper())):start()
+    assert.is_nil(running.exitcode)
+    for i, c in ipairs(cases) do
+      local p = track(mp.Process(c[1])):start()
+      assert.is_true(p:join(30))
+      assert.are.equal(c[2], p.exitcode, "case " .. i)
+    end
+  end)
+end)
