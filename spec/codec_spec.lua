@@ -203,13 +203,9 @@ describe("mp.encode", function()
       end
     end)
 
-    it("refuses a table with an unregistered metatable, naming its path", function()
-      local err = raises(mp.encode, { x = setmetatable({}, {}) })
-      assert.truthy(err:find("unregistered metatable", 1, true), err)
-      assert.truthy(err:find("args[1].x", 1, true), err)
-      err = raises(mp.encode, setmetatable({}, { __index = {} }))
-      assert.truthy(err:find("lmp: cannot serialize table with unregistered metatable", 1, true), err)
-      assert.truthy(err:find("at args[1]", 1, true), err)
+    it("names the path of a bad value inside an unregistered metatable", function()
+      local err = raises(mp.encode, { x = setmetatable({}, { __index = io.tmpfile() }) })
+      assert.truthy(err:find("lmp: cannot serialize userdata at args[1].x<metatable>.__index", 1, true), err)
     end)
   end)
 end)
@@ -746,11 +742,31 @@ describe("mp.register", function()
     end
   end)
 
-  it("makes tables with that metatable serializable and leaves others refused", function()
-    local A, B = {}, {}
+  it("makes tables with that metatable arrive with it; others bring a copy", function()
+    local A, B = {}, { __index = { hello = function(self) return "hi " .. self[1] end } }
     mp.register("spec.codec.A", A)
     local a = roundtrip(setmetatable({ 1 }, A))
     assert.is_true(rawequal(A, getmetatable(a)))
-    assert_raises_with("unregistered metatable", mp.encode, setmetatable({}, B))
+    local b = roundtrip(setmetatable({ "you" }, B))
+    assert.is_false(rawequal(B, getmetatable(b)))
+    assert.equal("hi you", b:hello())
+  end)
+
+  it("copies an unregistered metatable once per message, with cycles", function()
+    local C = {}
+    C.__index = C
+    function C.get(self) return self.v end
+    local x, y = setmetatable({ v = 1 }, C), setmetatable({ v = 2 }, C)
+    local x2, y2 = roundtrip(x, y)
+    assert.is_true(rawequal(getmetatable(x2), getmetatable(y2)))
+    assert.is_true(rawequal(getmetatable(x2), getmetatable(x2).__index))
+    assert.equal(1, x2:get())
+    assert.equal(2, y2:get())
+  end)
+
+  it("lets a function whose _ENV is a proxy of the globals run after decoding", function()
+    local env = setmetatable({ extra = 41 }, { __index = _G })
+    local f = load("return extra + math.abs(-1)", "=proxy", "t", env)
+    assert.equal(42, roundtrip(f)())
   end)
 end)

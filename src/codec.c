@@ -20,7 +20,7 @@
 
 enum {
   T_NIL = 0, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TAB, T_REF, T_META,
-  T_CUSTOM, T_FUNC, T_GLOBALS, T_NAMED, T_JOIN,
+  T_CUSTOM, T_FUNC, T_GLOBALS, T_NAMED, T_JOIN, T_MTVAL,
   T_MAX
 };
 
@@ -143,7 +143,7 @@ typedef struct seg {
 } seg;
 
 /* where the value being encoded sits, for error messages */
-enum { P_INDEX, P_KEY, P_UPVAL, P_ISKEY, P_CUSTOM };
+enum { P_INDEX, P_KEY, P_UPVAL, P_ISKEY, P_CUSTOM, P_META };
 typedef struct epath {
   const struct epath *up;
   int kind;
@@ -379,6 +379,7 @@ static void push_path(lmp_enc *E, const epath *path) {
         break;
       case P_ISKEY: luaL_addstring(&b, "<key>"); break;
       case P_CUSTOM: luaL_addstring(&b, "<__serialize>"); break;
+      case P_META: luaL_addstring(&b, "<metatable>"); break;
     }
   }
   luaL_pushresult(&b);
@@ -630,8 +631,9 @@ static void enc_custom(lmp_enc *E, int idx, const epath *path) {
 
 /*
 ** Handles the metatable of the value at idx: 1 if the value was written
-** (via __serialize), 0 if the caller writes the body (no metatable, or a
-** registered one whose name was just written).
+** (via __serialize); 0 if the caller writes the body (no metatable, or a
+** registered one whose name was just written); 2 if the caller writes the
+** body and then the metatable itself, by value (an unregistered one).
 */
 static int enc_meta(lmp_enc *E, int idx, const epath *path) {
   lua_State *L = E->L;
@@ -655,14 +657,14 @@ static int enc_meta(lmp_enc *E, int idx, const epath *path) {
     return 0;
   }
   lua_pop(L, 3);
-  enc_fail(E, path, "table with unregistered metatable (see mp.register)");
-  return 0;
+  putbyte(E, T_MTVAL);
+  return 2;
 }
 
 static void enc_table(lmp_enc *E, int idx, const epath *path) {
   lua_State *L = E->L;
   size_t at, hat;
-  int aw;
+  int aw, mode;
   lua_Unsigned narr = 0, nhash = 0, len;
   epath sub;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
@@ -676,7 +678,8 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
     return;
   if (enc_seen(E, lua_topointer(L, idx))) return;
   enc_enter(E, path);
-  if (enc_meta(E, idx, path)) {
+  mode = enc_meta(E, idx, path);
+  if (mode == 1) {
     E->depth--;
     return;
   }
@@ -714,6 +717,12 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
   }
   if (hat == 0) hat = at + (size_t)patch_count(E, at, aw, narr);
   patch_count(E, hat, 1, nhash);
+  if (mode == 2) {                     /* the metatable, after the body */
+    sub.kind = P_META;
+    lua_getmetatable(L, idx);
+    enc_value(E, lua_gettop(L), &sub);
+    lua_pop(L, 1);
+  }
   E->depth--;
 }
 
@@ -1115,6 +1124,18 @@ static void dec_value(lmp_dec *D) {
       push_registered(D, lua_tostring(L, -2));
       lua_setmetatable(L, -2);
       lua_remove(L, -2);
+      break;
+    }
+    case T_MTVAL: {                    /* table body, then its metatable */
+      if (D->p >= D->end || *D->p != T_TAB)
+        dec_fail(D, "metatable not attached to a table");
+      D->p++;
+      dec_table(D);
+      dec_enter(D);
+      dec_value(D);
+      if (!lua_istable(L, -1)) dec_fail(D, "metatable is not a table");
+      lua_setmetatable(L, -2);
+      D->depth--;
       break;
     }
     case T_CUSTOM: {
