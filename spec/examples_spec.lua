@@ -15,10 +15,12 @@ local function q(s)
 end
 
 -- runs an example from the repository root; returns its lines and exit status
-local function run_example(path)
+local function run_example(path, ...)
   local out = os.tmpname()
-  local _, _, status = os.execute(("cd %s && timeout -s KILL 30 lua5.4 %s >%s 2>&1")
-    :format(q(ROOT), q(path), q(out)))
+  local args = {}
+  for i, a in ipairs({ ... }) do args[i] = q(a) end
+  local _, _, status = os.execute(("cd %s && timeout -s KILL 30 lua5.4 %s %s >%s 2>&1")
+    :format(q(ROOT), q(path), table.concat(args, " "), q(out)))
   local f = assert(io.open(out, "rb"))
   local text = f:read("a")
   f:close()
@@ -62,5 +64,51 @@ describe("examples/process.lua", function()
     assert.truthy(child, text)
     assert.are_not.equal(parent, child)
     assert.are.equal("Child process end.", lines[4])
+  end)
+end)
+
+describe("examples/pool.lua", function()
+  it("runs five tasks on four workers and prints the seed's lines", function()
+    local lines, status, text = run_example("examples/pool.lua")
+    assert.are.equal(0, status, text)
+    local parent = lines[1]:match("^Parent process (%d+)%.$")
+    assert.truthy(parent, text)
+    assert.are.equal("All subprocesses done.", lines[#lines], text)
+    local waiting, runs, ends, pids = false, {}, {}, {}
+    for _, l in ipairs(lines) do
+      if l == "Waiting for all subprocesses done..." then waiting = true end
+      local task, pid = l:match("^Run task (%d) %((%d+)%)%.%.%.$")
+      if task then
+        runs[#runs + 1] = task
+        pids[pid] = true
+        assert.are_not.equal(parent, pid)
+      end
+      local done = l:match("^Task (%d) runs %d+%.%d%d seconds%.$")
+      if done then ends[#ends + 1] = done end
+    end
+    assert.is_true(waiting, text)
+    table.sort(runs)
+    table.sort(ends)
+    assert.are.same({ "0", "1", "2", "3", "4" }, runs)
+    assert.are.same({ "0", "1", "2", "3", "4" }, ends)
+    local n = 0
+    for _ in pairs(pids) do n = n + 1 end
+    assert.is_true(n >= 2 and n <= 4, text)
+  end)
+end)
+
+describe("examples/wordcount.lua", function()
+  it("counts the words of the files it is given, in parallel", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("apple banana apple\ncherry apple banana\n")
+    f:close()
+    local lines, status, text = run_example("examples/wordcount.lua", path, path)
+    os.remove(path)
+    assert.are.equal(0, status, text)
+    assert.are.equal("2 files, 12 words, 3 distinct", lines[1], text)
+    assert.truthy(lines[2]:match("^%s+6  apple$"), text)
+    assert.truthy(lines[3]:match("^%s+4  banana$"), text)
+    assert.truthy(lines[4]:match("^%s+2  cherry$"), text)
   end)
 end)
