@@ -79,6 +79,8 @@ typedef struct Pool {
   int nextjob;
   unsigned long seq;    /* worker names */
   double tasktime;      /* moving average of a task's run time */
+  lua_Integer ohead, otail;  /* uservalue "order": jobs with input left */
+  lua_Integer fhead, ftail;  /* uservalue "finished": callbacks to run */
   int depth;
   int pumping;
 } Pool;
@@ -554,10 +556,16 @@ done:
 /* parent: jobs                                                           */
 /* ====================================================================== */
 static void job_finish(lua_State *L, Job *J, int jidx) {
-  (void)jidx;
-  (void)L;
+  Pool *P;
   J->state = J->errindex ? J_FAIL : J_OK;
   J->cbpending = 1;
+  job_field(L, jidx, JV_POOL);
+  P = (Pool *)lua_touserdata(L, -1);
+  lua_getiuservalue(L, -1, 1);
+  lua_getfield(L, -1, "finished");
+  lua_pushinteger(L, J->id);
+  lua_rawseti(L, -2, ++P->ftail);
+  lua_pop(L, 3);
 }
 
 /* records an error for item `index` (lowest index wins) */
@@ -800,37 +808,19 @@ static void pool_dispatch(lua_State *L, Pool *P, int pidx) {
         P->requeue = P->tasks[t].next;
         if (P->requeue == 0) P->requeuetail = 0;
       } else {
-        /* jobs in submission order */
+        /* jobs in submission order: the first with input left */
         pool_field(L, pidx, "order");
-        {
-          lua_Integer k, n = (lua_Integer)luaL_len(L, -1);
-          for (k = 1; k <= n && t == 0; k++) {
-            lua_rawgeti(L, -1, k);
-            if (lua_isnil(L, -1)) {
-              lua_pop(L, 1);
-              continue;
-            }
-            push_job(L, pidx, (int)lua_tointeger(L, -1));
-            if (!lua_isnil(L, -1)) t = job_nexttask(L, P, pidx, lua_gettop(L));
-            lua_pop(L, 2);
+        while (t == 0 && P->ohead < P->otail) {
+          Job *J;
+          lua_rawgeti(L, -1, P->ohead + 1);
+          J = push_job(L, pidx, (int)lua_tointeger(L, -1));
+          if (J != NULL && !J->stopped && !J->inputdone)
+            t = job_nexttask(L, P, pidx, lua_gettop(L));
+          if (t == 0) {                /* nothing left to send: drop it */
+            lua_pushnil(L);
+            lua_rawseti(L, -4, ++P->ohead);
           }
-          /* drop jobs with nothing left to send from the order list */
-          {
-            lua_Integer j = 1;
-            for (k = 1; k <= n; k++) {
-              Job *J;
-              lua_rawgeti(L, -1, k);
-              J = push_job(L, pidx, (int)lua_tointeger(L, -1));
-              if (J != NULL && !J->stopped && !J->inputdone) {
-                lua_pop(L, 1);
-                lua_rawseti(L, -2, j++);
-              } else lua_pop(L, 2);
-            }
-            for (; j <= n; j++) {
-              lua_pushnil(L);
-              lua_rawseti(L, -2, j);
-            }
-          }
+          lua_pop(L, 2);
         }
         lua_pop(L, 1);
       }
@@ -1039,54 +1029,66 @@ static void pool_kill(lua_State *L, Pool *P, int block) {
   }
 }
 
-/* runs the callbacks of finished jobs; a callback's error is raised */
+/*
+** Runs the callbacks of the jobs that finished, in the order they did, and
+** lets the pool forget them (their AsyncResult keeps the outcome; imap
+** jobs are forgotten by their iterator).  A callback's error is raised.
+*/
 static void run_callbacks(lua_State *L, Pool *P, int pidx) {
-  (void)P;
+  int fin, jobs;
+  if (P->fhead == P->ftail) return;
+  pool_field(L, pidx, "finished");
+  fin = lua_gettop(L);
   pool_field(L, pidx, "jobs");
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    Job *J = (Job *)lua_touserdata(L, -1);
-    int jidx = lua_gettop(L);
-    if (J->state != J_RUN && J->kind != K_IMAP && J->kind != K_IMAPU) {
-      /* finished: the pool forgets it (the AsyncResult keeps the data) */
-      lua_pushvalue(L, -2);
-      lua_pushnil(L);
-      lua_rawset(L, -5);
+  jobs = fin + 1;
+  while (P->fhead < P->ftail) {
+    Job *J;
+    int jidx, id;
+    lua_rawgeti(L, fin, ++P->fhead);
+    id = (int)lua_tointeger(L, -1);
+    lua_pushnil(L);
+    lua_rawseti(L, fin, P->fhead);
+    lua_rawgeti(L, jobs, id);
+    J = (Job *)lua_touserdata(L, -1);
+    jidx = lua_gettop(L);
+    if (J == NULL || !J->cbpending) {
+      lua_settop(L, jobs);
+      continue;
     }
-    if (J->cbpending) {
-      J->cbpending = 0;
-      if (J->state == J_OK) {
-        job_field(L, jidx, JV_CB);
-        if (!lua_isnil(L, -1)) {
-          int n;
-          if (J->kind == K_APPLY) {
-            job_field(L, jidx, JV_VALUES);
-            lua_getfield(L, -1, "n");
-            n = (int)lua_tointeger(L, -1);
-            lua_pop(L, 1);
-            {
-              int a;
-              luaL_checkstack(L, n + 2, NULL);
-              for (a = 1; a <= n; a++) lua_rawgeti(L, -a, a);
-              lua_remove(L, -n - 1);
-            }
-          } else {
-            job_field(L, jidx, JV_RES);
-            n = 1;
-          }
-          lua_call(L, n, 0);
-        } else lua_pop(L, 1);
-      } else {
-        job_field(L, jidx, JV_ECB);
-        if (!lua_isnil(L, -1)) {
-          job_field(L, jidx, JV_ERR);
-          lua_call(L, 1, 0);
-        } else lua_pop(L, 1);
+    J->cbpending = 0;
+    if (J->kind != K_IMAP && J->kind != K_IMAPU) {
+      lua_pushnil(L);
+      lua_rawseti(L, jobs, id);
+    }
+    if (J->state == J_OK) {
+      job_field(L, jidx, JV_CB);
+      if (!lua_isnil(L, -1)) {
+        int n;
+        if (J->kind == K_APPLY) {
+          int a;
+          job_field(L, jidx, JV_VALUES);
+          lua_getfield(L, -1, "n");
+          n = (int)lua_tointeger(L, -1);
+          lua_pop(L, 1);
+          luaL_checkstack(L, n + 2, NULL);
+          for (a = 1; a <= n; a++) lua_rawgeti(L, -a, a);
+          lua_remove(L, -n - 1);
+        } else {
+          job_field(L, jidx, JV_RES);
+          n = 1;
+        }
+        lua_call(L, n, 0);
+      }
+    } else {
+      job_field(L, jidx, JV_ECB);
+      if (!lua_isnil(L, -1)) {
+        job_field(L, jidx, JV_ERR);
+        lua_call(L, 1, 0);
       }
     }
-    lua_settop(L, jidx - 1);
+    lua_settop(L, jobs);
   }
-  lua_pop(L, 1);
+  lua_settop(L, fin - 1);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1328,7 +1330,7 @@ static Job *job_new(lua_State *L, Pool *P, int kind, int star, int fn,
   lua_pop(L, 1);
   pool_field(L, 1, "order");
   lua_pushinteger(L, J->id);
-  lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+  lua_rawseti(L, -2, ++P->otail);
   lua_pop(L, 1);
   return J;
 }
@@ -1626,6 +1628,8 @@ static int pool_new(lua_State *L) {
   lua_setfield(L, -2, "jobs");
   lua_newtable(L);
   lua_setfield(L, -2, "order");
+  lua_newtable(L);
+  lua_setfield(L, -2, "finished");
   if (lua_istable(L, 1)) {
     if (lua_getfield(L, 1, "processes") != LUA_TNIL) {
       if (!lua_isinteger(L, -1))
