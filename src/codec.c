@@ -30,13 +30,18 @@ enum {
 #define KEY_METABYNAME "lmp.mt.byname"
 #define KEY_METABYMT   "lmp.mt.bymt"
 #define KEY_KNOWN      "lmp.known"
+#define KEY_METAVER    "lmp.mt.version"
 
 /* ====================================================================== */
 /* pointer hash: table/function/upvalue identity -> integer               */
 /* ====================================================================== */
+typedef struct pslot {
+  const void *k;
+  lua_Integer v;
+} pslot;
+
 typedef struct phash {
-  const void **k;
-  lua_Integer *v;
+  pslot *s;             /* key and value side by side: one cache miss */
   size_t cap, n;        /* cap is 0 or a power of two */
 } phash;
 
@@ -51,60 +56,57 @@ static size_t ph_slot(const void *p, size_t cap) {
 static lua_Integer ph_get(const phash *h, const void *p) {
   size_t i;
   if (h->cap == 0) return 0;
-  for (i = ph_slot(p, h->cap); h->k[i] != NULL; i = (i + 1) & (h->cap - 1))
-    if (h->k[i] == p) return h->v[i];
+  for (i = ph_slot(p, h->cap); h->s[i].k != NULL; i = (i + 1) & (h->cap - 1))
+    if (h->s[i].k == p) return h->s[i].v;
   return 0;
 }
 
 static void ph_free(phash *h) {
-  free(h->k);
-  free(h->v);
-  h->k = NULL;
-  h->v = NULL;
+  free(h->s);
+  h->s = NULL;
   h->cap = h->n = 0;
 }
 
 static int ph_grow(phash *h) {
   size_t ncap = h->cap ? h->cap * 2 : 64, i;
-  const void **nk = (const void **)calloc(ncap, sizeof *nk);
-  lua_Integer *nv = (lua_Integer *)malloc(ncap * sizeof *nv);
-  if (nk == NULL || nv == NULL) {
-    free((void *)nk);
-    free(nv);
-    return -1;
-  }
+  pslot *ns = (pslot *)calloc(ncap, sizeof *ns);
+  if (ns == NULL) return -1;
   for (i = 0; i < h->cap; i++) {
-    if (h->k[i] != NULL) {
-      size_t j = ph_slot(h->k[i], ncap);
-      while (nk[j] != NULL) j = (j + 1) & (ncap - 1);
-      nk[j] = h->k[i];
-      nv[j] = h->v[i];
+    if (h->s[i].k != NULL) {
+      size_t j = ph_slot(h->s[i].k, ncap);
+      while (ns[j].k != NULL) j = (j + 1) & (ncap - 1);
+      ns[j] = h->s[i];
     }
   }
-  free((void *)h->k);
-  free(h->v);
-  h->k = nk;
-  h->v = nv;
+  free(h->s);
+  h->s = ns;
   h->cap = ncap;
   return 0;
 }
 
-/* p must not be present; v must not be 0 */
-static int ph_put(phash *h, const void *p, lua_Integer v) {
+/*
+** Returns the value of p if present; else stores v for p and returns 0.
+** -1 (with nothing stored) when out of memory.
+*/
+static lua_Integer ph_getput(phash *h, const void *p, lua_Integer v) {
   size_t i;
   if ((h->n + 1) * 2 > h->cap && ph_grow(h) != 0) return -1;
-  i = ph_slot(p, h->cap);
-  while (h->k[i] != NULL) i = (i + 1) & (h->cap - 1);
-  h->k[i] = p;
-  h->v[i] = v;
+  for (i = ph_slot(p, h->cap); h->s[i].k != NULL; i = (i + 1) & (h->cap - 1))
+    if (h->s[i].k == p) return h->s[i].v;
+  h->s[i].k = p;
+  h->s[i].v = v;
   h->n++;
   return 0;
+}
+
+static int ph_put(phash *h, const void *p, lua_Integer v) {
+  return ph_getput(h, p, v) < 0 ? -1 : 0;
 }
 
 static void ph_clear(phash *h) {
   if (h->cap > 4096) ph_free(h);   /* don't keep (and wipe) a huge table */
   else if (h->n > 0) {
-    memset((void *)h->k, 0, h->cap * sizeof *h->k);
+    memset(h->s, 0, h->cap * sizeof *h->s);
     h->n = 0;
   }
 }
@@ -162,11 +164,11 @@ struct lmp_enc {
   int zerocopy;
   seg *segs;
   size_t nsegs, capsegs, extbytes;
-  int anchor;           /* stack index of a table keeping __serialize
+  int anchor;           /* registry[E] holds a table keeping __serialize
                            results alive, 0 until needed */
-  int box;              /* stack index of the userdata owning this */
   int knownready;       /* known-values map checked during this message */
   struct known *known;
+  const void *globals;  /* the globals table travels as T_GLOBALS */
   const char *root;
   lua_Integer rootindex;
 };
@@ -183,6 +185,11 @@ static void enc_release(lmp_enc *E) {
 static int box_gc(lua_State *L) {
   lmp_enc *E = (lmp_enc *)luaL_checkudata(L, 1, LMP_ENCBOX);
   enc_release(E);
+  if (E->anchor) {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, E);
+    E->anchor = 0;
+  }
   return 0;
 }
 
@@ -191,7 +198,6 @@ lmp_enc *lmp_enc_new(lua_State *L, int zerocopy) {
   memset(E, 0, sizeof *E);
   E->L = L;
   E->zerocopy = zerocopy;
-  E->box = lua_gettop(L);
   if (luaL_newmetatable(L, LMP_ENCBOX)) {
     lua_pushcfunction(L, box_gc);
     lua_setfield(L, -2, "__gc");
@@ -212,7 +218,7 @@ void lmp_enc_reset(lmp_enc *E) {
   E->knownready = 0;
   if (E->anchor) {     /* drop references kept for the last message */
     lua_pushnil(E->L);
-    lua_setiuservalue(E->L, E->box, 1);
+    lua_rawsetp(E->L, LUA_REGISTRYINDEX, E);
     E->anchor = 0;
   }
 }
@@ -261,6 +267,10 @@ static void putvarint(lmp_enc *E, uint64_t v) {
 void lmp_enc_raw(lmp_enc *E, const void *p, size_t n) { put(E, p, n); }
 
 size_t lmp_enc_size(lmp_enc *E) { return E->buf.n + E->extbytes; }
+
+void lmp_enc_truncate(lmp_enc *E, size_t n) {
+  if (E->nsegs == 0 && n <= E->buf.n) E->buf.n = n;
+}
 
 /*
 ** Fills a count reserved `width` bytes wide at `at`; when the count needs
@@ -385,10 +395,11 @@ static void push_path(lmp_enc *E, const epath *path) {
   luaL_pushresult(&b);
 }
 
+/* the buffer is kept: the box frees it, and a pool keeps the items
+   encoded before the bad one */
 static void enc_fail(lmp_enc *E, const epath *path, const char *what) {
   lua_State *L = E->L;
   push_path(E, path);
-  enc_release(E);
   lmp_error(L, "lmp: cannot serialize %s at %s", what, lua_tostring(L, -1));
 }
 
@@ -405,6 +416,7 @@ static void enc_fail(lmp_enc *E, const epath *path, const char *what) {
 struct known {
   phash h;
   lua_Integer nloaded;
+  lua_Integer mtver;    /* mp.register calls seen */
 };
 typedef struct known known;
 
@@ -432,8 +444,8 @@ static void known_add(lua_State *L, known *K, int names, int v,
   i = (lua_Integer)luaL_len(L, names) + 1;
   lua_pushvalue(L, mod);
   lua_rawseti(L, names, i);            /* names[i] = module name */
-  if (key) lua_pushvalue(L, key);
-  else lua_pushboolean(L, 0);
+  if (key > 0) lua_pushvalue(L, key);
+  else lua_pushboolean(L, key < 0);    /* true: a registered metatable */
   lua_rawseti(L, names, i + 1);        /* names[i+1] = key or false */
   lua_pushvalue(L, v);
   lua_rawseti(L, names, i + 2);        /* names[i+2] = the value (anchor) */
@@ -448,15 +460,18 @@ static int known_isnamed(lua_State *L, int idx) {
 /* pushes the `known` userdata, rebuilt if modules were loaded since */
 static known *known_get(lua_State *L) {
   known *K;
-  lua_Integer n;
+  lua_Integer n, ver;
   int top = lua_gettop(L), loaded, names;
   luaL_checkstack(L, 10, NULL);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   loaded = lua_gettop(L);
   n = count_loaded(L, loaded);
+  lua_getfield(L, LUA_REGISTRYINDEX, KEY_METAVER);
+  ver = lua_tointeger(L, -1);
+  lua_pop(L, 1);
   if (lua_getfield(L, LUA_REGISTRYINDEX, KEY_KNOWN) == LUA_TUSERDATA) {
     K = (known *)lua_touserdata(L, -1);
-    if (K->nloaded == n) {
+    if (K->nloaded == n && K->mtver == ver) {
       lua_replace(L, top + 1);
       lua_settop(L, top + 1);
       return K;
@@ -488,8 +503,19 @@ static known *known_get(lua_State *L) {
     }
     lua_pop(L, 1);
   }
+  /* registered metatables themselves travel by name too */
+  if (lua_getfield(L, LUA_REGISTRYINDEX, KEY_METABYNAME) == LUA_TTABLE) {
+    int byname = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, byname)) {
+      known_add(L, K, names, lua_gettop(L), lua_gettop(L) - 1, -1);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
   lua_setiuservalue(L, -2, 1);
   K->nloaded = n;
+  K->mtver = ver;
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, KEY_KNOWN);
   lua_replace(L, top + 1);
@@ -498,17 +524,18 @@ static known *known_get(lua_State *L) {
 }
 
 /* writes a T_NAMED for the value at idx if it is a library value */
-static int enc_named(lmp_enc *E, int idx) {
+static int enc_named(lmp_enc *E, int idx, const void *p) {
   lua_State *L = E->L;
   lua_Integer i;
   size_t n;
   const char *s;
+  (void)idx;
   if (!E->knownready) {                /* once per message */
     E->known = known_get(L);
     lua_pop(L, 1);                     /* anchored in the registry */
     E->knownready = 1;
   }
-  i = ph_get(&E->known->h, lua_topointer(L, idx));
+  i = ph_get(&E->known->h, p);
   if (i == 0) return 0;
   lua_getfield(L, LUA_REGISTRYINDEX, KEY_KNOWN);
   lua_getiuservalue(L, -1, 1);
@@ -523,7 +550,7 @@ static int enc_named(lmp_enc *E, int idx) {
     putbyte(E, 1);
     putvarint(E, n);
     put(E, s, n);
-  } else putbyte(E, 0);
+  } else putbyte(E, lua_toboolean(L, -1) ? 2 : 0);
   lua_pop(L, 4);
   return 1;
 }
@@ -577,9 +604,10 @@ static void enc_number(lmp_enc *E, int idx) {
 
 /* returns 1 and writes a back-reference if the object was seen already */
 static int enc_seen(lmp_enc *E, const void *p) {
-  lua_Integer id = ph_get(&E->refs, p);
+  lua_Integer id = ph_getput(&E->refs, p, E->nrefs + 1);
+  if (id < 0) enc_nomem(E);
   if (id == 0) {
-    if (ph_put(&E->refs, p, ++E->nrefs) != 0) enc_nomem(E);
+    E->nrefs++;
     return 0;
   }
   putbyte(E, T_REF);
@@ -614,12 +642,14 @@ static void enc_custom(lmp_enc *E, int idx, const epath *path) {
   lua_pushvalue(L, idx);
   lua_call(L, 1, 1);                   /* [mt, replacement] */
   if (E->anchor == 0) {                /* keep replacements alive until the
-                                          message is written */
+                                          message is written; the registry
+                                          (not a stack slot) so any frame can
+                                          reach it */
     lua_newtable(L);
-    lua_setiuservalue(L, E->box, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, E);
     E->anchor = 1;
   }
-  lua_getiuservalue(L, E->box, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, E);
   lua_pushvalue(L, -2);
   lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
   lua_pop(L, 1);
@@ -667,16 +697,13 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
   int aw, mode;
   lua_Unsigned narr = 0, nhash = 0, len;
   epath sub;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-  if (lua_rawequal(L, idx, -1)) {
-    lua_pop(L, 1);
+  const void *p = lua_topointer(L, idx);
+  if (p == E->globals) {
     putbyte(E, T_GLOBALS);
     return;
   }
-  lua_pop(L, 1);
-  if (ph_get(&E->refs, lua_topointer(L, idx)) == 0 && enc_named(E, idx))
-    return;
-  if (enc_seen(E, lua_topointer(L, idx))) return;
+  /* library tables are never in refs: check them first */
+  if (enc_named(E, idx, p) || enc_seen(E, p)) return;
   enc_enter(E, path);
   mode = enc_meta(E, idx, path);
   if (mode == 1) {
@@ -745,7 +772,7 @@ static void enc_function(lmp_enc *E, int idx, const epath *path) {
   lua_Integer fid;
   epath sub;
   if (lua_iscfunction(L, idx)) {
-    if (enc_named(E, idx)) return;
+    if (enc_named(E, idx, lua_topointer(L, idx))) return;
     enc_fail(E, path, "C function");
   }
   if (enc_seen(E, lua_topointer(L, idx))) return;
@@ -787,8 +814,7 @@ static void enc_function(lmp_enc *E, int idx, const epath *path) {
 
 static void enc_userdata(lmp_enc *E, int idx, const epath *path) {
   lua_State *L = E->L;
-  if (ph_get(&E->refs, lua_topointer(L, idx)) == 0 && enc_named(E, idx))
-    return;
+  if (enc_named(E, idx, lua_topointer(L, idx))) return;
   if (lua_getmetatable(L, idx)) {
     int has = lua_getfield(L, -1, "__serialize") != LUA_TNIL;
     lua_pop(L, 2);
@@ -822,6 +848,9 @@ static void enc_value(lmp_enc *E, int idx, const epath *path) {
 
 void lmp_enc_begin(lmp_enc *E, size_t nvalues) {
   static const char magic[4] = { 'L', 'M', 'P', VERSION };
+  lua_rawgeti(E->L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  E->globals = lua_topointer(E->L, -1);
+  lua_pop(E->L, 1);
   put(E, magic, 4);
   putvarint(E, (uint64_t)nvalues);
 }
@@ -1063,6 +1092,11 @@ static void dec_named(lmp_dec *D) {
   dec_string(D);                                       /* [mod] */
   if (D->p >= D->end) dec_fail(D, "truncated message");
   haskey = *D->p++;
+  if (haskey == 2) {                   /* a registered metatable */
+    push_registered(D, lua_tostring(L, base));
+    lua_replace(L, base);
+    return;
+  }
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushvalue(L, base);
   lua_rawget(L, -2);                                   /* [mod, loaded, m] */
@@ -1215,6 +1249,7 @@ static int codec_encode(lua_State *L) {
   for (i = 1; i <= n; i++) lmp_enc_value(E, i, "args", i);
   s = lmp_enc_flatten(E, &len);
   lua_pushlstring(L, s, len);
+  lmp_enc_reset(E);
   enc_release(E);
   return 1;
 }
@@ -1252,6 +1287,9 @@ static int codec_register(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 1);
   lua_rawset(L, -3);                   /* bymt[mt] = name */
+  lua_getfield(L, LUA_REGISTRYINDEX, KEY_METAVER);
+  lua_pushinteger(L, lua_tointeger(L, -1) + 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, KEY_METAVER);
   lua_settop(L, 2);
   return 1;
 }

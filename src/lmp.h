@@ -110,6 +110,8 @@ LMP_INTERNAL void lmp_enc_begin(lmp_enc *E, size_t nvalues);
 LMP_INTERNAL void lmp_enc_value(lmp_enc *E, int idx, const char *root,
                                 lua_Integer rootindex);
 LMP_INTERNAL size_t lmp_enc_size(lmp_enc *E);
+/* drops what was encoded after byte n (no zero-copy pieces) */
+LMP_INTERNAL void lmp_enc_truncate(lmp_enc *E, size_t n);
 /* frame = 8-byte LE length + everything encoded since the last reset */
 LMP_INTERNAL int lmp_enc_writeframe(lmp_enc *E, int fd);   /* 0 / -1 errno */
 /* flatten into one buffer (copies the zero-copy pieces) */

@@ -173,12 +173,29 @@ static void job_setfield(lua_State *L, int jidx, const char *k) {
   lua_pop(L, 1);
 }
 
-/* pushes the Job userdata with id `id` (nil if finished) */
+/*
+** Pushes the Job userdata with id `id` (nil if finished or abandoned).
+** AsyncResults are held strongly in "jobs" (callbacks may be all a caller
+** keeps); imap jobs weakly in "ijobs", so a dropped iterator takes its
+** input and results with it.
+*/
 static Job *push_job(lua_State *L, int pidx, int id) {
   pool_field(L, pidx, "jobs");
-  lua_rawgeti(L, -1, id);
+  if (lua_rawgeti(L, -1, id) == LUA_TNIL) {
+    lua_pop(L, 2);
+    pool_field(L, pidx, "ijobs");
+    lua_rawgeti(L, -1, id);
+  }
   lua_remove(L, -2);
   return (Job *)lua_touserdata(L, -1);
+}
+
+static void forget_job(lua_State *L, int pidx, Job *J) {
+  pool_field(L, pidx, J->kind == K_IMAP || J->kind == K_IMAPU ? "ijobs"
+                                                              : "jobs");
+  lua_pushnil(L);
+  lua_rawseti(L, -2, J->id);
+  lua_pop(L, 1);
 }
 
 /* ====================================================================== */
@@ -618,6 +635,7 @@ typedef struct Build {
   int jidx;
   lmp_enc *E;
   lua_Integer taken;    /* items encoded so far */
+  size_t goodlen;       /* bytes of those items */
   int t;
 } Build;
 
@@ -659,6 +677,7 @@ static int build_chunk(lua_State *L) {
     lmp_enc_value(B->E, -1, "args", J->kind == K_APPLY ? -1 : index);
     lua_pop(L, 1);
     B->taken++;
+    B->goodlen = lmp_enc_size(B->E);
   }
   if (J->kind == K_APPLY) J->inputdone = 1;
   else if (!J->iter && J->nextin + B->taken > J->ninput) J->inputdone = 1;
@@ -685,6 +704,7 @@ static int job_nexttask(lua_State *L, Pool *P, int pidx, int jidx) {
   B.jidx = jidx;
   B.E = E;
   B.taken = 0;
+  B.goodlen = 0;
   lua_pushcfunction(L, build_chunk);
   lua_pushlightuserdata(L, &B);
   lua_pushvalue(L, jidx);
@@ -694,6 +714,7 @@ static int job_nexttask(lua_State *L, Pool *P, int pidx, int jidx) {
   if (st != LUA_OK) {                  /* [box, err] */
     job_seterror(L, J, jidx, J->nextin + B.taken);
     J->inputdone = 1;
+    lmp_enc_truncate(E, B.goodlen);    /* the items before the bad one */
   }
   if (B.taken == 0) {
     lua_pop(L, 1);                     /* box */
@@ -803,11 +824,17 @@ static void pool_dispatch(lua_State *L, Pool *P, int pidx) {
     Worker *w = &P->w[i];
     if (worker_hasroom(P, w) && w->nq < level) {
       int t = 0;
-      if (P->requeue) {
+      while (P->requeue && t == 0) {
         t = P->requeue;
         P->requeue = P->tasks[t].next;
         if (P->requeue == 0) P->requeuetail = 0;
-      } else {
+        if (push_job(L, pidx, P->tasks[t].job) == NULL) {
+          task_free(P, t);             /* its imap was abandoned */
+          t = 0;
+        }
+        lua_pop(L, 1);
+      }
+      if (t == 0) {
         /* jobs in submission order: the first with input left */
         pool_field(L, pidx, "order");
         while (t == 0 && P->ohead < P->otail) {
@@ -834,8 +861,8 @@ static void pool_dispatch(lua_State *L, Pool *P, int pidx) {
 /* replies                                                                */
 /* ---------------------------------------------------------------------- */
 typedef struct Reply {
-  Pool *P;
-  Worker *w;
+  Task *k;
+  int status;
   const char *p;
   size_t n;
 } Reply;
@@ -852,60 +879,23 @@ static void fail_job_items(lua_State *L, int pidx, int job, lua_Integer index) {
   lua_pop(L, 1);
 }
 
-/* protected: decodes one reply frame and stores it in its job */
-static int reply_handle(lua_State *L) {
+/*
+** Protected: decodes a reply's values into its job.  Stack: [R, job].
+** A failure here (a __deserialize that raises, say) becomes the error of
+** the task's first item; the bookkeeping is the caller's, so it always
+** happens.
+*/
+static int reply_decode(lua_State *L) {
   Reply *R = (Reply *)lua_touserdata(L, 1);
-  Pool *P = R->P;
-  Worker *w = R->w;
-  int pidx = 2, t, status, jidx;
-  Task *k;
-  Job *J;
+  Job *J = (Job *)lua_touserdata(L, 2);
+  Task *k = R->k;
+  int jidx = 2;
   lmp_dec D;
   size_t n, i;
-  if (R->n < 5) lmp_error(L, "lmp: malformed reply from a worker");
-  t = (int)get32(R->p);
-  status = (unsigned char)R->p[4];
-  if (t == 0) {                        /* READY, or the initializer failed */
-    if (status == RS_READY) {
-      w->ready = 1;
-      return 0;
-    }
-    n = lmp_dec_begin(&D, L, R->p + 5, R->n - 5, 1);
-    if (n < 1) lmp_error(L, "lmp: malformed reply from a worker");
-    lmp_dec_value(&D);
-    P->broken = 1;
-    lua_getiuservalue(L, pidx, 1);
-    lua_insert(L, -2);
-    lua_setfield(L, -2, "initerror");
-    return 0;
-  }
-  if (w->nq == 0 || w->q[0] != t)
-    lmp_error(L, "lmp: worker %d answered a task it was not given",
-              (int)w->pid);
-  {
-    /* the task started when it was sent or when the worker finished the
-       one before, whichever came last */
-    double now = lmp_now(), d;
-    double began = w->sent[0] > w->lastreply ? w->sent[0] : w->lastreply;
-    P->tasktime = 0.8 * P->tasktime + 0.2 * (now - began);
-    d = QUEUED / (P->tasktime > 1e-9 ? P->tasktime : 1e-9);
-    P->depth = d > MAXDEPTH ? MAXDEPTH : (d < MINDEPTH ? MINDEPTH : (int)d);
-    w->lastreply = now;
-  }
-  memmove(w->q, w->q + 1, (size_t)(--w->nq) * sizeof w->q[0]);
-  memmove(w->sent, w->sent + 1, (size_t)w->nq * sizeof w->sent[0]);
-  k = &P->tasks[t];
-  J = push_job(L, pidx, k->job);
-  jidx = lua_gettop(L);
   n = lmp_dec_begin(&D, L, R->p + 5, R->n - 5, 1);
-  if (J == NULL) {                     /* job already abandoned */
-    task_free(P, t);
-    return 0;
-  }
-  J->inflight--;
-  if (status == RS_OK) {
+  if (R->status == RS_OK) {
     if (J->kind == K_APPLY) {
-      lua_createtable(L, (int)n, 1);
+      lua_createtable(L, (int)(n < 1000000 ? n : 1000000), 1);
       for (i = 1; i <= n; i++) {
         lmp_dec_value(&D);
         lua_rawseti(L, -2, (lua_Integer)i);
@@ -936,9 +926,74 @@ static int reply_handle(lua_State *L) {
     job_seterror(L, J, jidx, k->start + idx - 1);
   }
   lmp_dec_end(&D);
-  task_free(P, t);
-  job_check(L, J, jidx);
   return 0;
+}
+
+/* protected: the initializer's error */
+static int reply_initerr(lua_State *L) {
+  Reply *R = (Reply *)lua_touserdata(L, 1);
+  lmp_dec D;
+  if (lmp_dec_begin(&D, L, R->p + 5, R->n - 5, 1) < 1)
+    lmp_error(L, "lmp: malformed reply from a worker");
+  lmp_dec_value(&D);
+  return 1;
+}
+
+/* one reply frame from worker w */
+static void reply_handle(lua_State *L, Pool *P, int pidx, Worker *w,
+                         const char *p, size_t n) {
+  Reply R;
+  int t;
+  Job *J;
+  if (n < 5) lmp_error(L, "lmp: malformed reply from worker %d", (int)w->pid);
+  t = (int)get32(p);
+  R.p = p;
+  R.n = n;
+  R.status = (unsigned char)p[4];
+  if (t == 0) {                        /* READY, or the initializer failed */
+    if (R.status == RS_READY) {
+      w->ready = 1;
+      return;
+    }
+    lua_pushcfunction(L, reply_initerr);
+    lua_pushlightuserdata(L, &R);
+    lua_pcall(L, 1, 1, 0);             /* the error, or why it can't be read */
+    P->broken = 1;
+    lua_getiuservalue(L, pidx, 1);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "initerror");
+    lua_pop(L, 1);
+    return;
+  }
+  if (w->nq == 0 || w->q[0] != t)
+    lmp_error(L, "lmp: worker %d answered a task it was not given",
+              (int)w->pid);
+  {
+    /* the task started when it was sent or when the worker finished the
+       one before, whichever came last */
+    double now = lmp_now(), d;
+    double began = w->sent[0] > w->lastreply ? w->sent[0] : w->lastreply;
+    P->tasktime = 0.8 * P->tasktime + 0.2 * (now - began);
+    d = QUEUED / (P->tasktime > 1e-9 ? P->tasktime : 1e-9);
+    P->depth = d > MAXDEPTH ? MAXDEPTH : (d < MINDEPTH ? MINDEPTH : (int)d);
+    w->lastreply = now;
+  }
+  memmove(w->q, w->q + 1, (size_t)(--w->nq) * sizeof w->q[0]);
+  memmove(w->sent, w->sent + 1, (size_t)w->nq * sizeof w->sent[0]);
+  R.k = &P->tasks[t];
+  J = push_job(L, pidx, R.k->job);
+  if (J != NULL) {                     /* NULL: an abandoned imap */
+    int jidx = lua_gettop(L);
+    lua_pushcfunction(L, reply_decode);
+    lua_pushlightuserdata(L, &R);
+    lua_pushvalue(L, jidx);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+      job_seterror(L, J, jidx, R.k->start);
+    J->inflight--;
+    job_check(L, J, jidx);
+  }
+  lua_pop(L, 1);
+  task_free(P, t);
 }
 
 /* a worker is gone: fail its running task, resend the others, replace it */
@@ -989,7 +1044,8 @@ static void fail_all(lua_State *L, Pool *P, int pidx, const char *why) {
   P->requeue = P->requeuetail = 0;
   for (i = 1; i < P->ntasks; i++)
     if (P->tasks[i].job) task_free(P, i);
-  pool_field(L, pidx, "jobs");
+  for (i = 0; i < 2; i++) {
+  pool_field(L, pidx, i ? "ijobs" : "jobs");
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     Job *J = (Job *)lua_touserdata(L, -1);
@@ -1009,6 +1065,7 @@ static void fail_all(lua_State *L, Pool *P, int pidx, const char *why) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  }
 }
 
 static void pool_kill(lua_State *L, Pool *P, int block) {
@@ -1109,17 +1166,8 @@ static void read_worker(lua_State *L, Pool *P, int pidx, Worker *w) {
     size_t n;
     int r = lmp_reader_fill(&w->rd, w->rfd);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    while (w->pid > 0 && lmp_reader_frame(&w->rd, &p, &n)) {
-      Reply R;
-      R.P = P;
-      R.w = w;
-      R.p = p;
-      R.n = n;
-      lua_pushcfunction(L, reply_handle);
-      lua_pushlightuserdata(L, &R);
-      lua_pushvalue(L, pidx);
-      if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_error(L);
-    }
+    while (w->pid > 0 && lmp_reader_frame(&w->rd, &p, &n))
+      reply_handle(L, P, pidx, w, p, n);
     if (r <= 0) {                      /* EOF or error: the worker is gone */
       worker_lost(L, P, pidx, w);
       return;
@@ -1211,16 +1259,18 @@ static int done_job(lua_State *L, Pool *P, int pidx, void *ud) {
 }
 
 static int done_all(lua_State *L, Pool *P, int pidx, void *ud) {
-  int running = 0;
+  int running = 0, i;
   (void)P;
   (void)ud;
-  pool_field(L, pidx, "jobs");
-  lua_pushnil(L);
-  while (!running && lua_next(L, -2)) {
-    running = ((Job *)lua_touserdata(L, -1))->state == J_RUN;
-    lua_pop(L, 1);
+  for (i = 0; i < 2 && !running; i++) {
+    pool_field(L, pidx, i ? "ijobs" : "jobs");
+    lua_pushnil(L);
+    while (!running && lua_next(L, -2)) {
+      running = ((Job *)lua_touserdata(L, -1))->state == J_RUN;
+      lua_pop(L, 1);
+    }
+    lua_pop(L, running ? 2 : 1);
   }
-  lua_pop(L, running ? 2 : 1);
   return !running;
 }
 
@@ -1324,7 +1374,7 @@ static Job *job_new(lua_State *L, Pool *P, int kind, int star, int fn,
       } else J->chunksize = 1;
     }
   }
-  pool_field(L, 1, "jobs");
+  pool_field(L, 1, kind == K_IMAP || kind == K_IMAPU ? "ijobs" : "jobs");
   lua_pushvalue(L, jidx);
   lua_rawseti(L, -2, J->id);
   lua_pop(L, 1);
@@ -1473,12 +1523,17 @@ static int imap_next(lua_State *L) {
     lua_pushnil(L);
     lua_rawseti(L, -3, J->yielded);    /* consumed: memory stays bounded */
     if (index < 0) {                   /* the error event */
+      J->stopped = 1;
+      forget_job(L, 2, J);
       job_field(L, jidx, JV_ERR);
       return lua_error(L);
     }
   } else {
     index = ++J->yielded;
     if (J->errindex && index >= J->errindex) {
+      J->yielded--;                    /* raise it again if asked again */
+      J->stopped = 1;
+      forget_job(L, 2, J);
       job_field(L, jidx, JV_ERR);
       return lua_error(L);
     }
@@ -1499,15 +1554,10 @@ static int imap_next(lua_State *L) {
   lua_pushinteger(L, index);
   return 2;
 finished:
+  if (J->state != J_RUN) forget_job(L, 2, J);
   if (J->state == J_FAIL && J->kind == K_IMAPU) {
     job_field(L, jidx, JV_ERR);
     return lua_error(L);
-  }
-  /* done: the pool can forget the job */
-  if (J->state != J_RUN) {
-    pool_field(L, 2, "jobs");
-    lua_pushnil(L);
-    lua_rawseti(L, -2, J->id);
   }
   lua_pushnil(L);
   return 1;
@@ -1522,8 +1572,28 @@ static int imap_common(lua_State *L, int kind) {
   lua_settop(L, 4);
   job_new(L, P, kind, 0, 2, 3, chunk, 0, 0);
   pool_dispatch(L, P, 1);
+  lua_pushvalue(L, -1);
   lua_pushcclosure(L, imap_next, 1);
-  return 1;
+  lua_insert(L, -2);
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 4;                            /* iterator, nil, nil, closing value */
+}
+
+/* `for ... in pool:imap(...)` closes the job when the loop is left: an
+   abandoned imap stops taking input */
+static int res_close(lua_State *L) {
+  Job *J = (Job *)luaL_checkudata(L, 1, LMP_RESULT);
+  if ((J->kind == K_IMAP || J->kind == K_IMAPU) && J->state == J_RUN) {
+    J->stopped = 1;
+    J->inputdone = 1;
+    job_field(L, 1, JV_POOL);
+    if (((Pool *)lua_touserdata(L, -1))->owner == getpid())
+      forget_job(L, lua_gettop(L), J);
+  }
+  return 0;
 }
 
 static int pool_imap(lua_State *L) { return imap_common(L, K_IMAP); }
@@ -1630,6 +1700,12 @@ static int pool_new(lua_State *L) {
   lua_setfield(L, -2, "order");
   lua_newtable(L);
   lua_setfield(L, -2, "finished");
+  lua_newtable(L);                     /* weak values */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, -2, "ijobs");
   if (lua_istable(L, 1)) {
     if (lua_getfield(L, 1, "processes") != LUA_TNIL) {
       if (!lua_isinteger(L, -1))
@@ -1793,6 +1869,8 @@ void lmp_pool_open(lua_State *L) {
   if (luaL_newmetatable(L, LMP_RESULT)) {
     lua_pushcfunction(L, res_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, res_close);
+    lua_setfield(L, -2, "__close");
     luaL_newlib(L, res_methods);
     lua_setfield(L, -2, "__index");
   }

@@ -1,0 +1,918 @@
+-- mp.Pool and AsyncResult (API.md "Pool"; issue 4). Every pool a test
+-- creates is terminated when the test ends (`<close>`), pass or fail.
+-- Scenarios that need lua.c's SIGINT handler or a raw mp.fork run in a
+-- fresh lua5.4 interpreter, so a stray child can never keep running busted.
+--
+-- busted runs a spec with _ENV set to a proxy table (with a metatable) that
+-- the codec rightly refuses to send as a task's _ENV upvalue; tasks here are
+-- defined under `local _ENV = _G`, like functions in an ordinary script.
+package.cpath = "./?.so;" .. package.cpath
+local describe, it, setup, teardown, assert = describe, it, setup, teardown, assert
+local _ENV = _G
+
+local mp = require "lmp"
+local lfs = require "lfs"
+
+---------------------------------------------------------------------------
+-- helpers
+---------------------------------------------------------------------------
+local ROOT
+do
+  local src = debug.getinfo(1, "S").source:sub(2)
+  local dir = src:match("^(.*)/[^/]*$") or "."
+  if dir:sub(1, 1) ~= "/" then dir = lfs.currentdir() .. "/" .. dir end
+  ROOT = dir .. "/.."
+end
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
+end
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- runs `code` in a fresh lua5.4 (output to a file, hard time limit)
+local function run_lua(code, seconds)
+  local script, out = os.tmpname(), os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(("package.cpath = %q .. package.cpath\n"):format(ROOT .. "/?.so;"))
+  f:write('local mp = require "lmp"\n', code, "\n")
+  f:close()
+  local _, _, status = os.execute(("timeout -s KILL %d lua5.4 %s >%s 2>&1")
+    :format(seconds or 30, q(script), q(out)))
+  local text = slurp(out) or ""
+  os.remove(script)
+  os.remove(out)
+  return text, status
+end
+
+local function fields(text)
+  local t = {}
+  for k, v in text:gmatch("([%w_]+)=([^\n]*)") do t[k] = v end
+  return t
+end
+
+-- gone, or a zombie
+local function dead(pid)
+  local stat = slurp("/proc/" .. pid .. "/stat")
+  if not stat then return true end
+  return stat:match("^%d+ %b() (%a)") == "Z"
+end
+
+-- gone for good (not even a zombie)
+local function gone(pid)
+  return slurp("/proc/" .. pid .. "/stat") == nil
+end
+
+local function wait_until(pred, seconds)
+  local deadline = mp.time() + (seconds or 10)
+  while mp.time() < deadline do
+    if pred() then return true end
+    mp.sleep(0.02)
+  end
+  return pred()
+end
+
+local function open_fds()
+  local n = 0
+  for _ in lfs.dir("/proc/self/fd") do n = n + 1 end
+  return n
+end
+
+-- pids of our children, with their state letter
+local function children()
+  local me, kids = mp.getpid(), {}
+  for name in lfs.dir("/proc") do
+    if name:match("^%d+$") then
+      local stat = slurp("/proc/" .. name .. "/stat")
+      local st, ppid = (stat or ""):match("^%d+ %b() (%a) (%d+)")
+      if ppid and tonumber(ppid) == me then kids[tonumber(name)] = st end
+    end
+  end
+  return kids
+end
+
+local function count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+local function errmsg(f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "expected an error, the call succeeded")
+  return err
+end
+
+local function assert_error_with(text, f, ...)
+  local err = errmsg(f, ...)
+  assert(type(err) == "string" and err:find(text, 1, true),
+    ("expected an error containing %q, got %s"):format(text, tostring(err)))
+  return err
+end
+
+-- distinct worker pids, learnt by running slow-ish tasks on every worker
+local function worker_pids(pool, n)
+  local seen = {}
+  local pids = pool:map(function() mp.sleep(0.05); return mp.getpid() end,
+    (function() local t = {} for i = 1, 4 * n do t[i] = i end return t end)(), 1)
+  for _, pid in ipairs(pids) do seen[pid] = true end
+  local list = {}
+  for pid in pairs(seen) do list[#list + 1] = pid end
+  table.sort(list)
+  return list
+end
+
+local function range(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  return t
+end
+
+local function counter(n)
+  local i = 0
+  return function()
+    i = i + 1
+    if i <= n then return i end
+  end
+end
+
+local double = function(x) return 2 * x end
+
+-- the ways a worker can die mid-task, and the message each must give
+local deaths = {
+  { "os.exit(3)", function() os.exit(3) end, "exited with code 3 while running a task" },
+  { "kill -9", function() mp.kill(mp.getpid(), "KILL") mp.sleep(5) end,
+    "killed by signal 9 (SIGKILL) while running a task" },
+  { "SIGSEGV", function() mp.kill(mp.getpid(), "SEGV") mp.sleep(5) end,
+    "killed by signal 11 (SIGSEGV) while running a task" },
+}
+
+---------------------------------------------------------------------------
+describe("mp.Pool", function()
+  describe("raises at once on bad arguments:", function()
+    local cases = {
+      { "Pool(0)", 0, "lmp: Pool needs at least 1 process" },
+      { "Pool(-3)", -3, "lmp: Pool needs at least 1 process" },
+      { "Pool(1.5)", 1.5, "lmp:" },
+      { "Pool('two')", "two", "lmp:" },
+      { "Pool(true)", true, "lmp:" },
+      { "processes=0", { processes = 0 }, "lmp: Pool needs at least 1 process" },
+      { "processes=2.5", { processes = 2.5 }, "lmp: Pool processes must be an integer" },
+      { "processes='2'", { processes = "2" }, "lmp: Pool processes must be an integer" },
+      { "initializer=5", { processes = 1, initializer = 5 }, "lmp: Pool initializer must be a function" },
+      { "initializer='f'", { processes = 1, initializer = "f" }, "lmp: Pool initializer must be a function" },
+      { "initargs=5", { processes = 1, initargs = 5 }, "lmp: Pool initargs must be a table" },
+      { "maxtasksperchild=0", { processes = 1, maxtasksperchild = 0 }, "lmp: Pool maxtasksperchild must be a positive integer" },
+      { "maxtasksperchild=1.5", { processes = 1, maxtasksperchild = 1.5 }, "lmp: Pool maxtasksperchild must be a positive integer" },
+    }
+    for _, c in ipairs(cases) do
+      it(c[1], function()
+        local before = count(children())
+        assert_error_with(c[3], mp.Pool, c[2])
+        assert.are.equal(before, count(children()))
+      end)
+    end
+  end)
+
+  it("defaults to cpu_count() workers", function()
+    local pool <close> = mp.Pool()
+    assert.are.equal(mp.cpu_count(), tonumber(tostring(pool):match("(%d+) workers")))
+    local pool2 <close> = mp.Pool({})
+    assert.are.equal(mp.cpu_count(), tonumber(tostring(pool2):match("(%d+) workers")))
+  end)
+
+  it("runs the initializer with initargs in every worker before any task", function()
+    local pool <close> = mp.Pool{ processes = 2,
+      initializer = function(a, b, c) WORKER_TAG = a .. ":" .. tostring(b) .. ":" .. c end,
+      initargs = table.pack("x", nil, "z") }
+    local tags = pool:map(function() mp.sleep(0.02); return WORKER_TAG end, range(8), 1)
+    for i = 1, 8 do assert.are.equal("x:nil:z", tags[i]) end
+    assert.is_nil(WORKER_TAG)                   -- never in the parent
+  end)
+
+  it("fails creation with the initializer's error, leaving no worker", function()
+    local before = count(children())
+    local err = assert_error_with("lmp: pool initializer failed: ", mp.Pool,
+      { processes = 2, initializer = function() error("no database") end })
+    assert.truthy(err:find("no database", 1, true))
+    assert.truthy(err:find("stack traceback", 1, true))
+    assert.are.equal(before, count(children()))
+  end)
+
+  it("fails creation when a worker dies in the initializer", function()
+    local before = count(children())
+    local err = assert_error_with("lmp: pool initializer failed: ", mp.Pool,
+      { processes = 2, initializer = function() os.exit(4) end })
+    assert.truthy(err:find("exited with code 4", 1, true), err)
+    err = assert_error_with("lmp: pool initializer failed: ", mp.Pool,
+      { processes = 1, initializer = function() mp.kill(mp.getpid(), "KILL") mp.sleep(5) end })
+    assert.truthy(err:find("SIGKILL", 1, true), err)
+    assert.are.equal(before, count(children()))
+  end)
+
+  it("replaces a worker after maxtasksperchild tasks", function()
+    local pool <close> = mp.Pool{ processes = 1, maxtasksperchild = 2 }
+    local pids = {}
+    for i = 1, 6 do pids[i] = pool:apply(mp.getpid) end
+    assert.are.equal(pids[1], pids[2])
+    assert.are.equal(pids[3], pids[4])
+    assert.are.equal(pids[5], pids[6])
+    assert.are_not.equal(pids[1], pids[3])
+    assert.are_not.equal(pids[3], pids[5])
+    -- a map through recycled workers still gets every item right
+    local r = pool:map(double, range(50), 3)
+    for i = 1, 50 do assert.are.equal(2 * i, r[i]) end
+    local uses = {}
+    for _, pid in ipairs(pool:map(function() return mp.getpid() end, range(10), 1)) do
+      uses[pid] = (uses[pid] or 0) + 1
+    end
+    assert.is_true(count(uses) >= 5)
+    for pid, n in pairs(uses) do assert.is_true(n <= 2, pid .. " ran " .. n .. " tasks") end
+  end)
+
+  it("runs tasks defined after the pool was created, with their upvalues", function()
+    local pool <close> = mp.Pool(2)
+    local base, tbl = 100, { k = "v" }
+    local function later(x) return base + x, tbl.k end
+    assert.are.same({ 101, "v" }, { pool:apply(later, { 1 }) })
+    base = 200                                   -- upvalues travel by value, per call
+    assert.are.same({ 202, "v" }, { pool:apply(later, { 2 }) })
+    local r = pool:map(function(x) return base * x end, range(5))
+    assert.are.same({ 200, 400, 600, 800, 1000 }, r)
+  end)
+
+  it("creates and closes 30 pools without leaking an fd or a process", function()
+    collectgarbage()
+    local fds, kids = open_fds(), count(children())
+    for i = 1, 30 do
+      local pool = mp.Pool(2)
+      assert.are.same({ 2, 4, 6 }, pool:map(double, { 1, 2, 3 }))
+      pool:close()
+      pool:join()
+    end
+    collectgarbage()
+    assert.are.equal(fds, open_fds())
+    assert.are.equal(kids, count(children()))
+  end)
+
+  it("leaves no worker behind after join (reaped, not zombies)", function()
+    local pool <close> = mp.Pool(3)
+    local pids = worker_pids(pool, 3)
+    assert.is_true(#pids >= 2)
+    pool:close()
+    pool:join()
+    for _, pid in ipairs(pids) do assert.is_true(gone(pid), "worker " .. pid .. " survived join") end
+  end)
+
+  it("carries a 64 MiB result through apply", function()
+    local pool <close> = mp.Pool(1)
+    local s = pool:apply(function(n) return string.rep("ab", n) end, { 32 * 1024 * 1024 })
+    assert.are.equal(64 * 1024 * 1024, #s)
+    assert.are.equal("abab", s:sub(1, 4))
+    assert.are.equal("abab", s:sub(-4))
+  end)
+
+  it("runs a nested pool inside a task", function()
+    local pool <close> = mp.Pool(2)
+    local r = pool:apply(function()
+      local inner = mp.Pool(1)
+      local out = inner:map(function(x) return x * x end, { 1, 2, 3 })
+      inner:close()
+      inner:join()
+      return out
+    end)
+    assert.are.same({ 1, 4, 9 }, r)
+    assert.are.same({ 2, 4 }, pool:map(double, { 1, 2 }))
+  end)
+
+  it("is not torn down by a forked child that touches it", function()
+    local pool <close> = mp.Pool(2)
+    local pids = worker_pids(pool, 2)
+    local p = mp.Process(function()
+      local ok, err = pcall(pool.map, pool, double, { 1 })
+      local ok2, err2 = pcall(pool.terminate, pool)
+      return ok, err, ok2, err2
+    end):start()
+    local ok, err, ok2, err2 = p:get(30)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("belongs to process " .. mp.getpid(), 1, true), err)
+    assert.is_false(ok2)
+    assert.truthy(tostring(err2):find("belongs to process", 1, true), err2)
+    for _, pid in ipairs(pids) do assert.is_false(dead(pid)) end
+    assert.are.same({ 2, 4, 6 }, pool:map(double, { 1, 2, 3 }))
+  end)
+
+  it("is not torn down by a forked child whose Lua state is closed (__gc runs)", function()
+    local out = run_lua([[
+      local pool = mp.Pool(2)
+      local pids = pool:map(function() mp.sleep(0.05) return mp.getpid() end, {1,2,3,4,5,6,7,8}, 1)
+      local pid = assert(mp.fork())
+      if pid == 0 then
+        pool = nil
+        collectgarbage(); collectgarbage()
+        os.exit(0, true)                 -- closes the state: every __gc runs
+      end
+      mp.wait(pid)
+      local alive = 0
+      local seen = {}
+      for _, w in ipairs(pids) do
+        if not seen[w] then
+          seen[w] = true
+          local f = io.open("/proc/" .. w .. "/stat")
+          if f then
+            if not f:read("a"):match("^%d+ %b() Z") then alive = alive + 1 end
+            f:close()
+          end
+        end
+      end
+      print("alive=" .. alive)
+      local r = pool:map(function(x) return x + 1 end, {1, 2, 3})
+      print("map=" .. table.concat(r, ","))
+      pool:close(); pool:join()
+      print("done=yes")
+    ]], 30)
+    local f = fields(out)
+    assert.are.equal("2", f.alive, out)
+    assert.are.equal("2,3,4", f.map, out)
+    assert.are.equal("yes", f.done, out)
+  end)
+
+  it("stops its workers and raises 'lmp: interrupted' on SIGINT while waiting", function()
+    local out = run_lua([[
+      local pool = mp.Pool(2)
+      local pids = pool:map(function() mp.sleep(0.05) return mp.getpid() end, {1,2,3,4,5,6,7,8}, 1)
+      local parent = mp.getpid()
+      local helper = assert(mp.fork())
+      if helper == 0 then
+        mp.sleep(0.3)
+        mp.kill(parent, "INT")
+        os.exit(0)
+      end
+      local t0 = mp.time()
+      local ok, err = pcall(pool.map, pool, function() mp.sleep(20) end, {1, 2, 3, 4}, 1)
+      print("ok=" .. tostring(ok))
+      print("err=" .. tostring(err):gsub("\n", " "))
+      print("elapsed=" .. (mp.time() - t0))
+      mp.wait(helper)
+      local alive = 0
+      for _, w in ipairs(pids) do
+        local f = io.open("/proc/" .. w .. "/stat")
+        if f then
+          if not f:read("a"):match("^%d+ %b() Z") then alive = alive + 1 end
+          f:close()
+        end
+      end
+      print("alive=" .. alive)
+      print("pids=" .. table.concat(pids, ","))
+    ]], 30)
+    local f = fields(out)
+    assert.are.equal("false", f.ok, out)
+    assert.truthy((f.err or ""):find("lmp: interrupted", 1, true), out)
+    assert.is_true(tonumber(f.elapsed) < 5, out)
+    assert.are.equal("0", f.alive, out)
+    for pid in (f.pids or ""):gmatch("%d+") do
+      assert.is_true(wait_until(function() return dead(tonumber(pid)) end, 5), "worker " .. pid .. " survived")
+    end
+  end)
+
+  it("terminates at the end of a <close> scope", function()
+    local pids
+    do
+      local pool <close> = mp.Pool(2)
+      pids = worker_pids(pool, 2)
+    end
+    for _, pid in ipairs(pids) do assert.is_true(gone(pid), "worker " .. pid .. " survived <close>") end
+  end)
+
+  it("leaves no worker when the main script ends without close", function()
+    local out = run_lua([[
+      local pool = mp.Pool(2)
+      local pids = pool:map(function() mp.sleep(0.05) return mp.getpid() end, {1,2,3,4,5,6}, 1)
+      print("pids=" .. table.concat(pids, ","))
+    ]], 30)
+    local f = fields(out)
+    assert.truthy(f.pids, out)
+    for pid in f.pids:gmatch("%d+") do
+      assert.is_true(wait_until(function() return dead(tonumber(pid)) end, 5), "worker " .. pid .. " survived")
+    end
+  end)
+end)
+
+---------------------------------------------------------------------------
+describe("Pool:apply", function()
+  local pool
+  setup(function() pool = mp.Pool(2) end)
+  teardown(function() pool:terminate() end)
+
+  it("returns every value of the task, nils included", function()
+    assert.are.same({ 1, "two", { 3 } }, { pool:apply(function() return 1, "two", { 3 } end) })
+    local r = table.pack(pool:apply(function(...) return select("#", ...), ... end, table.pack(nil, 2, nil)))
+    assert.are.equal(4, r.n)
+    assert.are.equal(3, r[1])
+    assert.is_nil(r[2])
+    assert.are.equal(2, r[3])
+    assert.are.equal(0, select("#", pool:apply(function() end)))
+    assert.are.equal(3, select("#", pool:apply(function() return 1, nil, nil end)))
+  end)
+
+  it("passes no arguments for nil args", function()
+    assert.are.equal(0, pool:apply(function(...) return select("#", ...) end))
+    assert.are.equal(0, pool:apply(function(...) return select("#", ...) end, {}))
+  end)
+
+  it("runs the task in a worker", function()
+    local pid = pool:apply(mp.getpid)
+    assert.are_not.equal(mp.getpid(), pid)
+    assert.are.equal(mp.getpid(), pool:apply(mp.getppid))
+  end)
+
+  it("re-raises the task's error with the worker's traceback", function()
+    local err = assert_error_with("no such key", pool.apply, pool, function() error("no such key") end)
+    assert.truthy(err:find("stack traceback", 1, true), err)
+    assert.truthy(err:find("pool_spec.lua", 1, true), err)
+  end)
+
+  it("re-raises a non-string error value as the same value", function()
+    local ok, err = pcall(pool.apply, pool, function() error({ code = 42 }) end)
+    assert.is_false(ok)
+    assert.are.same({ code = 42 }, err)
+  end)
+
+  it("raises at once on a non-function task or non-table args", function()
+    for _, bad in ipairs({ 1, "f", {}, true }) do
+      assert_error_with("lmp: task must be a function", pool.apply, pool, bad)
+    end
+    assert_error_with("lmp: args must be a table", pool.apply, pool, print, 5)
+  end)
+
+  it("fails only that task on an unserializable argument, naming where it sits", function()
+    local fh <close> = io.tmpfile()
+    assert_error_with("lmp: cannot serialize userdata at args[2].conn", pool.apply, pool,
+      function() end, { 1, { conn = fh } })
+    assert_error_with("lmp: cannot serialize thread at args[1]", pool.apply, pool,
+      function() end, { coroutine.create(print) })
+    assert.are.equal(3, pool:apply(function(a, b) return a + b end, { 1, 2 }))
+  end)
+
+  it("fails only that task on an unserializable result, naming where it sits", function()
+    assert_error_with("lmp: cannot serialize userdata at result[1]", pool.apply, pool,
+      function() return io.tmpfile() end)
+    assert_error_with("lmp: cannot serialize thread at result[2].co", pool.apply, pool,
+      function() return 1, { co = coroutine.create(print) } end)
+    assert.are.equal(3, pool:apply(function(a, b) return a + b end, { 1, 2 }))
+  end)
+
+  for _, d in ipairs(deaths) do
+    it("fails the task when the worker dies mid-task (" .. d[1] .. "), then keeps going", function()
+      local err = assert_error_with(d[3], pool.apply, pool, d[2])
+      assert.truthy(err:find("lmp: pool worker %d+ "), err)
+      assert.are.same({ 2, 4, 6, 8 }, pool:map(double, { 1, 2, 3, 4 }))
+    end)
+  end
+
+  it("raises 'lmp: pool is closed' after close", function()
+    local p <close> = mp.Pool(1)
+    p:close()
+    assert_error_with("lmp: pool is closed", p.apply, p, print)
+  end)
+end)
+
+---------------------------------------------------------------------------
+describe("Pool:apply_async", function()
+  local pool
+  setup(function() pool = mp.Pool(2) end)
+  teardown(function() pool:terminate() end)
+
+  it("returns an AsyncResult whose get gives every value", function()
+    local r = pool:apply_async(function(a, b) return a + b, a * b end, { 3, 4 })
+    assert.truthy(tostring(r):find("lmp.AsyncResult", 1, true))
+    assert.are.same({ 7, 12 }, { r:get() })
+    assert.are.same({ 7, 12 }, { r:get() })         -- again: same values
+    assert.is_true(r:ready())
+    assert.is_true(r:successful())
+  end)
+
+  it("runs tasks concurrently", function()
+    local t0 = mp.time()
+    local a = pool:apply_async(function() mp.sleep(0.3) return 1 end)
+    local b = pool:apply_async(function() mp.sleep(0.3) return 2 end)
+    assert.are.equal(1, a:get())
+    assert.are.equal(2, b:get())
+    assert.is_true(mp.time() - t0 < 0.55)
+  end)
+
+  it("calls the callback in the parent with every value", function()
+    local got, where
+    local r = pool:apply_async(function() return 1, nil, 3 end, nil,
+      function(...) got = table.pack(...); where = mp.getpid() end)
+    r:wait()
+    assert.are.equal(mp.getpid(), where)
+    assert.are.equal(3, got.n)
+    assert.are.equal(1, got[1])
+    assert.are.equal(3, got[3])
+  end)
+
+  it("calls the error_callback with the error, and get re-raises it", function()
+    local got, cbcalled
+    local r = pool:apply_async(function() error("bad thing") end, nil,
+      function() cbcalled = true end, function(e) got = e end)
+    assert.is_true(r:wait(10))
+    assert.is_nil(cbcalled)
+    assert.truthy(tostring(got):find("bad thing", 1, true))
+    assert.is_false(r:successful())
+    local err = assert_error_with("bad thing", r.get, r)
+    assert.truthy(err:find("stack traceback", 1, true))
+  end)
+
+  it("raises at once on a non-callable callback", function()
+    assert_error_with("lmp: callback must be a function", pool.apply_async, pool, print, {}, 5)
+    assert_error_with("lmp: error_callback must be a function", pool.apply_async, pool, print, {}, nil, 5)
+  end)
+
+  it("raises a callback's error from the pool call that ran it; the pool keeps working", function()
+    local r = pool:apply_async(function() return 1 end, nil, function() error("callback broke") end)
+    assert_error_with("callback broke", function() r:wait(10) end)
+    assert.are.same({ 2, 4 }, pool:map(double, { 1, 2 }))
+  end)
+
+  it("fails an unserializable argument on get, not at submission", function()
+    local fh <close> = io.tmpfile()
+    local r = pool:apply_async(function() end, { fh })
+    assert_error_with("lmp: cannot serialize userdata at args[1]", r.get, r)
+  end)
+end)
+
+---------------------------------------------------------------------------
+describe("AsyncResult:get", function()
+  it("raises 'lmp: timeout' when the result is late, and works later", function()
+    local pool <close> = mp.Pool(1)
+    local r = pool:apply_async(function() mp.sleep(0.4) return "late" end)
+    local t0 = mp.time()
+    assert_error_with("lmp: timeout", r.get, r, 0.05)
+    assert.is_true(mp.time() - t0 < 0.3)
+    assert.are.equal("late", r:get(10))
+  end)
+
+  it("rejects a negative timeout", function()
+    local pool <close> = mp.Pool(1)
+    local r = pool:apply_async(function() return 1 end)
+    assert.has_error(function() r:get(-1) end)
+    assert.are.equal(1, r:get())
+  end)
+end)
+
+describe("AsyncResult:wait", function()
+  it("returns false on timeout and true once ready", function()
+    local pool <close> = mp.Pool(1)
+    local r = pool:apply_async(function() mp.sleep(0.3) end)
+    assert.is_false(r:wait(0.02))
+    assert.is_true(r:wait(10))
+    assert.is_true(r:wait(0))
+  end)
+end)
+
+describe("AsyncResult:ready", function()
+  it("is false while running, true when done (success or failure)", function()
+    local pool <close> = mp.Pool(1)
+    local r = pool:apply_async(function() mp.sleep(0.2) end)
+    assert.is_false(r:ready())
+    r:wait()
+    assert.is_true(r:ready())
+    local e = pool:apply_async(function() error("x") end)
+    e:wait()
+    assert.is_true(e:ready())
+  end)
+end)
+
+describe("AsyncResult:successful", function()
+  it("raises while not ready, then tells success from failure", function()
+    local pool <close> = mp.Pool(1)
+    local r = pool:apply_async(function() mp.sleep(0.2) end)
+    assert_error_with("lmp: result is not ready", r.successful, r)
+    r:wait()
+    assert.is_true(r:successful())
+    local e = pool:apply_async(function() error("x") end)
+    e:wait()
+    assert.is_false(e:successful())
+  end)
+end)
+
+---------------------------------------------------------------------------
+describe("Pool:map", function()
+  local pool
+  setup(function() pool = mp.Pool(2) end)
+  teardown(function() pool:terminate() end)
+
+  it("returns the first results in input order, for every chunksize", function()
+    local input = range(103)
+    for _, cs in ipairs({ false, 1, 2, 7, 50, 103, 1000 }) do
+      local r = pool:map(function(x) return x * x, "ignored" end, input, cs or nil)
+      assert.are.equal(103, #r)
+      for i = 1, 103 do assert.are.equal(i * i, r[i]) end
+    end
+  end)
+
+  it("returns an empty table for an empty input", function()
+    assert.are.same({}, pool:map(double, {}))
+    assert.are.same({}, pool:map(double, counter(0)))
+  end)
+
+  it("leaves holes for nil results", function()
+    local r = pool:map(function(x) if x % 2 == 0 then return x end end, range(6), 1)
+    assert.are.same({ [2] = 2, [4] = 4, [6] = 6 }, r)
+  end)
+
+  it("accepts an iterator function as input", function()
+    local r = pool:map(double, counter(500))
+    assert.are.equal(500, #r)
+    for i = 1, 500 do assert.are.equal(2 * i, r[i]) end
+  end)
+
+  it("raises at once on bad arguments", function()
+    assert_error_with("lmp: task must be a function", pool.map, pool, 5, { 1 })
+    assert_error_with("lmp: iterable must be an array or an iterator function", pool.map, pool, double, 5)
+    assert_error_with("lmp: iterable must be an array or an iterator function", pool.map, pool, double, nil)
+    for _, cs in ipairs({ 0, -1 }) do
+      assert_error_with("lmp: chunksize must be a positive integer", pool.map, pool, double, { 1 }, cs)
+    end
+    assert.has_error(function() pool:map(double, { 1 }, 1.5) end)
+  end)
+
+  it("re-raises the lowest failing item's error", function()
+    for _, cs in ipairs({ 1, 3, 100 }) do
+      local err = assert_error_with("item 4 failed", pool.map, pool, function(x)
+        if x >= 4 and x % 2 == 0 then error("item " .. x .. " failed") end
+        return x
+      end, range(40), cs)
+      assert.truthy(err:find("stack traceback", 1, true))
+    end
+  end)
+
+  it("raises an input iterator's error after the items before it", function()
+    local calls = 0
+    local function it()
+      calls = calls + 1
+      if calls == 6 then error("input broke") end
+      return calls
+    end
+    assert_error_with("input broke", pool.map, pool, double, it)
+    -- a task error before the iterator error wins
+    calls = 0
+    assert_error_with("item 2", pool.map, pool, function(x)
+      if x == 2 then error("item 2") end return x end, it, 1)
+  end)
+
+  it("fails on an unserializable item, naming its index", function()
+    local fh <close> = io.tmpfile()
+    assert_error_with("lmp: cannot serialize userdata at args[3]", pool.map, pool, double, { 1, 2, fh, 4 })
+    assert_error_with("lmp: cannot serialize thread at result[2]", pool.map, pool, function(x)
+      if x == 2 then return coroutine.create(print) end return x end, { 1, 2, 3 }, 1)
+    assert.are.same({ 2, 4 }, pool:map(double, { 1, 2 }))
+  end)
+
+  for _, d in ipairs(deaths) do
+    it("fails when a worker dies mid-task (" .. d[1] .. "), then keeps going", function()
+      local f = d[2]
+      assert_error_with(d[3], pool.map, pool, function(x) if x == 5 then f() end return x end, range(10), 1)
+      local r = pool:map(double, range(20))
+      for i = 1, 20 do assert.are.equal(2 * i, r[i]) end
+    end)
+  end
+end)
+
+describe("Pool:map_async", function()
+  it("returns an AsyncResult and calls the callback with the result array", function()
+    local pool <close> = mp.Pool(2)
+    local got
+    local r = pool:map_async(double, range(10), 2, function(t) got = t end)
+    assert.are.same({ 2, 4, 6, 8, 10, 12, 14, 16, 18, 20 }, r:get())
+    assert.are.same(r:get(), got)
+    local err
+    local e = pool:map_async(function(x) if x == 3 then error("three") end end, range(5), 1, nil,
+      function(x) err = x end)
+    assert.is_false(e:wait(10) and e:successful())
+    assert.truthy(tostring(err):find("three", 1, true))
+    assert_error_with("three", e.get, e)
+  end)
+
+  it("raises at once on a non-callable callback", function()
+    local pool <close> = mp.Pool(1)
+    assert_error_with("lmp: callback must be a function", pool.map_async, pool, double, { 1 }, nil, 5)
+    assert_error_with("lmp: error_callback must be a function", pool.map_async, pool, double, { 1 }, nil, nil, 5)
+  end)
+end)
+
+describe("Pool:starmap", function()
+  it("unpacks each item as the arguments, honouring n", function()
+    local pool <close> = mp.Pool(2)
+    assert.are.same({ 3, 7, 11 }, pool:starmap(function(a, b) return a + b end, { { 1, 2 }, { 3, 4 }, { 5, 6 } }))
+    local r = pool:starmap(function(...) return select("#", ...) end,
+      { table.pack(nil, nil), table.pack(1), {}, table.pack(nil, 1, nil) })
+    assert.are.same({ 2, 1, 0, 3 }, r)
+    local it = counter(4)
+    assert.are.same({ 1, 4, 9, 16 }, pool:starmap(function(a) return a * a end,
+      function() local v = it() if v then return { v } end end))
+  end)
+end)
+
+describe("Pool:starmap_async", function()
+  it("returns an AsyncResult and calls the callback", function()
+    local pool <close> = mp.Pool(2)
+    local got
+    local r = pool:starmap_async(function(a, b) return a .. b end, { { "a", "b" }, { "c", "d" } }, 1,
+      function(t) got = t end)
+    assert.are.same({ "ab", "cd" }, r:get(10))
+    assert.are.same({ "ab", "cd" }, got)
+  end)
+end)
+
+---------------------------------------------------------------------------
+describe("Pool:imap", function()
+  local pool
+  setup(function() pool = mp.Pool(2) end)
+  teardown(function() pool:terminate() end)
+
+  it("yields value, index in input order", function()
+    local n = 0
+    for v, i in pool:imap(function(x) mp.sleep((x % 3) * 0.01) return x * 10 end, range(30), 2) do
+      n = n + 1
+      assert.are.equal(n, i)
+      assert.are.equal(10 * i, v)
+    end
+    assert.are.equal(30, n)
+  end)
+
+  it("yields results before the input is exhausted, consuming an iterator lazily", function()
+    local pulled = 0
+    local it = pool:imap(double, function()
+      pulled = pulled + 1
+      if pulled <= 1000000 then return pulled end
+    end)
+    local v, i = it()
+    assert.are.equal(2, v)
+    assert.are.equal(1, i)
+    assert.is_true(pulled < 10000, "pulled " .. pulled .. " items before yielding the first result")
+    pool:terminate()
+    pool = mp.Pool(2)
+  end)
+
+  it("streams 10^5 items from an iterator", function()
+    local sum, n = 0, 0
+    for v in pool:imap(double, counter(100000), 100) do sum = sum + v; n = n + 1 end
+    assert.are.equal(100000, n)
+    assert.are.equal(100000 * 100001, sum)
+  end)
+
+  it("yields the results before a failing item, then raises its error", function()
+    local got = {}
+    local ok, err = pcall(function()
+      for v in pool:imap(function(x) if x == 4 then error("four") end return x end, range(10), 1) do
+        got[#got + 1] = v
+      end
+    end)
+    assert.is_false(ok)
+    assert.truthy(err:find("four", 1, true))
+    assert.truthy(err:find("stack traceback", 1, true))
+    assert.are.same({ 1, 2, 3 }, got)
+  end)
+
+  it("yields the results before an input iterator's error, then raises it", function()
+    local got, calls = {}, 0
+    local ok, err = pcall(function()
+      for v in pool:imap(double, function()
+        calls = calls + 1
+        if calls == 5 then error("source dried up") end
+        return calls
+      end) do got[#got + 1] = v end
+    end)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("source dried up", 1, true))
+    assert.are.same({ 2, 4, 6, 8 }, got)
+  end)
+
+  it("ends a generic for at a nil result (documented caveat), while the index still counts", function()
+    local it = pool:imap(function(x) if x ~= 2 then return x end end, { 1, 2, 3 }, 1)
+    assert.are.same({ 1, 1 }, { it() })
+    assert.are.same({ nil, 2 }, { it() })
+    assert.are.same({ 3, 3 }, { it() })
+    assert.is_nil(it())
+  end)
+
+  it("raises at once on bad arguments", function()
+    assert_error_with("lmp: task must be a function", pool.imap, pool, 5, { 1 })
+    assert_error_with("lmp: chunksize must be a positive integer", pool.imap, pool, double, { 1 }, 0)
+    assert_error_with("lmp: iterable must be", pool.imap, pool, double, "abc")
+  end)
+
+  for _, d in ipairs(deaths) do
+    it("raises when a worker dies mid-task (" .. d[1] .. "), then the pool keeps going", function()
+      local f, got = d[2], {}
+      local ok, err = pcall(function()
+        for v in pool:imap(function(x) if x == 3 then f() end return x end, range(6), 1) do got[#got + 1] = v end
+      end)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(d[3], 1, true), err)
+      assert.are.same({ 1, 2 }, got)
+      assert.are.same({ 2, 4, 6 }, pool:map(double, { 1, 2, 3 }))
+    end)
+  end
+end)
+
+describe("Pool:imap_unordered", function()
+  it("yields every value once with its index", function()
+    local pool <close> = mp.Pool(2)
+    local seen, n = {}, 0
+    for v, i in pool:imap_unordered(function(x) mp.sleep(((7 * x) % 5) * 0.005) return -x end, range(50)) do
+      assert.are.equal(-i, v)
+      assert.is_nil(seen[i])
+      seen[i] = true
+      n = n + 1
+    end
+    assert.are.equal(50, n)
+  end)
+
+  it("yields results as they complete", function()
+    local pool <close> = mp.Pool(2)
+    local order = {}
+    for v in pool:imap_unordered(function(x) mp.sleep(x == 1 and 0.5 or 0.01) return x end, range(4), 1) do
+      order[#order + 1] = v
+    end
+    assert.are_not.equal(1, order[1])
+    assert.are.equal(4, #order)
+  end)
+
+  it("raises a task's error", function()
+    local pool <close> = mp.Pool(2)
+    local ok, err = pcall(function()
+      for _ in pool:imap_unordered(function(x) if x == 7 then error("seven") end return x end, range(10)) do end
+    end)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("seven", 1, true))
+    assert.are.same({ 2 }, pool:map(double, { 1 }))
+  end)
+end)
+
+---------------------------------------------------------------------------
+describe("Pool:close", function()
+  it("refuses new work but lets queued work finish", function()
+    local pool <close> = mp.Pool(2)
+    local r = pool:apply_async(function() mp.sleep(0.2) return "done" end)
+    pool:close()
+    for _, call in ipairs({ "apply", "apply_async", "map", "map_async", "imap", "imap_unordered", "starmap", "starmap_async" }) do
+      assert_error_with("lmp: pool is closed", pool[call], pool, double, { 1 })
+    end
+    pool:join()
+    assert.are.equal("done", r:get())
+  end)
+end)
+
+describe("Pool:join", function()
+  it("raises before close or terminate", function()
+    local pool <close> = mp.Pool(1)
+    assert_error_with("lmp: join before close or terminate", pool.join, pool)
+  end)
+
+  it("waits for outstanding async work and runs its callbacks", function()
+    local pool = mp.Pool(2)
+    local got = {}
+    for i = 1, 5 do
+      pool:apply_async(function(x) mp.sleep(0.05) return x end, { i }, function(x) got[#got + 1] = x end)
+    end
+    pool:close()
+    pool:join()
+    table.sort(got)
+    assert.are.same({ 1, 2, 3, 4, 5 }, got)
+  end)
+
+  it("is fine after terminate, and twice", function()
+    local pool = mp.Pool(1)
+    pool:terminate()
+    pool:join()
+    pool:join()
+  end)
+end)
+
+describe("Pool:terminate", function()
+  it("fails pending results with 'lmp: pool terminated' and kills workers at once", function()
+    local pool = mp.Pool(2)
+    local pids = worker_pids(pool, 2)
+    local r = pool:apply_async(function() mp.sleep(30) end)
+    local m = pool:map_async(function() mp.sleep(30) end, range(4), 1)
+    local t0 = mp.time()
+    pool:terminate()
+    assert.is_true(mp.time() - t0 < 2)
+    assert_error_with("lmp: pool terminated", r.get, r)
+    assert_error_with("lmp: pool terminated", m.get, m)
+    assert.is_true(r:ready())
+    assert.is_false(r:successful())
+    for _, pid in ipairs(pids) do assert.is_true(gone(pid)) end
+    pool:terminate()                              -- idempotent
+    assert_error_with("lmp: pool is terminated", pool.map, pool, double, { 1 })
+  end)
+end)
