@@ -126,6 +126,9 @@ do
   wire.REF = refbytes:sub(1, -2)     -- ref tag, then the varint id
   wire.firstref = refbytes:byte(-1)  -- id of the first table in a message
   wire.NIL = wire.body(nil)
+  -- a short string key is sent once (its tag gives it a ref id), then as a ref
+  local k = wire.body({ k = 1 })
+  wire.SKEY = k:sub(4, 4)             -- after TAB, array count, hash count
 end
 
 describe("mp.encode (wire format)", function()
@@ -138,8 +141,13 @@ describe("mp.encode (wire format)", function()
     local long = string.rep("x", 300)
     assert.are.equal(wire.STR .. leb(300) .. long, wire.body(long))
     assert.are.equal(wire.TAB .. "\1\0" .. wire.TAB .. "\0\0", wire.body({ {} }))
-    assert.are.equal(wire.TAB .. "\0\1" .. wire.STR .. "\1k" .. wire.TAB .. "\0\0",
+    assert.are.equal(wire.TAB .. "\0\1" .. wire.SKEY .. "\1k" .. wire.TAB .. "\0\0",
       wire.body({ k = {} }))
+    -- its second use is a back-reference (ids: outer 1, first inner 2, "k" 3)
+    local zero = wire.body(0)
+    assert.are.equal(wire.TAB .. "\2\0" .. wire.TAB .. "\0\1" .. wire.SKEY .. "\1k" .. zero
+      .. wire.TAB .. "\0\1" .. wire.REF .. "\3" .. zero,
+      wire.body({ { k = 0 }, { k = 0 } }))
   end)
 end)
 
@@ -643,10 +651,11 @@ describe("mp.decode", function()
       local h = {}
       for _ = 1, 3 do h = { k = h } end
       local hs = mp.encode(h)
-      local tagk = wire.TAB .. "\0\1" .. wire.STR .. "\1k"
+      local first = wire.TAB .. "\0\1" .. wire.SKEY .. "\1k"   -- table id 1, "k" id 2
+      local tagk = wire.TAB .. "\0\1" .. wire.REF .. "\2"
       local hdr = wire.header .. "\1"
-      assert.are.equal(hdr .. tagk:rep(3) .. wire.TAB .. "\0\0", hs)
-      assert_decode_error(hdr .. tagk:rep(10 ^ 6) .. wire.TAB .. "\0\0")
+      assert.are.equal(hdr .. first .. tagk:rep(2) .. wire.TAB .. "\0\0", hs)
+      assert_decode_error(hdr .. first .. tagk:rep(10 ^ 6) .. wire.TAB .. "\0\0")
     end)
 
     it("raises with a message naming the version on a bad version or magic", function()

@@ -20,7 +20,7 @@
 
 enum {
   T_NIL = 0, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TAB, T_REF, T_META,
-  T_CUSTOM, T_FUNC, T_GLOBALS, T_NAMED, T_JOIN, T_MTVAL,
+  T_CUSTOM, T_FUNC, T_GLOBALS, T_NAMED, T_JOIN, T_MTVAL, T_SKEY,
   T_MAX
 };
 
@@ -45,11 +45,15 @@ typedef struct phash {
   size_t cap, n;        /* cap is 0 or a power of two */
 } phash;
 
+/*
+** No mixing: objects allocated one after the other (the tables of one big
+** value, mostly) land in nearby slots, so the table is walked almost in
+** order instead of missing the cache on every lookup.  Heap pointers are
+** distinct and 16-byte aligned, so clusters stay short.
+*/
 static size_t ph_slot(const void *p, size_t cap) {
-  uint64_t h = (uint64_t)(uintptr_t)p;
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdULL;
-  h ^= h >> 29;
+  uint64_t h = (uint64_t)(uintptr_t)p >> 4;
+  h ^= h >> 24;                         /* fold in high bits for huge caps */
   return (size_t)h & (cap - 1);
 }
 
@@ -96,6 +100,13 @@ static lua_Integer ph_getput(phash *h, const void *p, lua_Integer v) {
   h->s[i].k = p;
   h->s[i].v = v;
   h->n++;
+  return 0;
+}
+
+/* makes room for `more` entries at once (one rehash, not many) */
+static int ph_reserve(phash *h, size_t more) {
+  while ((h->n + more) * 2 > h->cap)
+    if (ph_grow(h) != 0) return -1;
   return 0;
 }
 
@@ -159,6 +170,7 @@ struct lmp_enc {
   lmp_buf buf;
   phash refs;           /* table/function/custom -> ref id */
   phash upv;            /* upvalue id -> func ref id * 256 + upvalue index */
+  phash skeys;          /* short string keys -> ref id */
   lua_Integer nrefs;
   int depth;
   int zerocopy;
@@ -175,6 +187,7 @@ struct lmp_enc {
 
 static void enc_release(lmp_enc *E) {
   lmp_buf_free(&E->buf);
+  ph_free(&E->skeys);
   ph_free(&E->refs);
   ph_free(&E->upv);
   free(E->segs);
@@ -211,6 +224,7 @@ void lmp_enc_reset(lmp_enc *E) {
   if (E->buf.cap > (1u << 20)) lmp_buf_free(&E->buf);
   ph_clear(&E->refs);
   ph_clear(&E->upv);
+  ph_clear(&E->skeys);
   E->nrefs = 0;
   E->depth = 0;
   E->nsegs = 0;
@@ -602,6 +616,32 @@ static void enc_number(lmp_enc *E, int idx) {
   }
 }
 
+/*
+** String keys repeat across the records of a message: a short one (Lua
+** interns those, so the pointer is the identity) is sent once, then as a
+** back-reference, which also spares the receiver hashing it again.
+*/
+static void enc_key(lmp_enc *E, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(E->L, idx, &n);
+  lua_Integer id;
+  if (n > 40) {
+    enc_string(E, idx);
+    return;
+  }
+  id = ph_getput(&E->skeys, lua_topointer(E->L, idx), E->nrefs + 1);
+  if (id < 0) enc_nomem(E);
+  if (id > 0) {
+    putbyte(E, T_REF);
+    putvarint(E, (uint64_t)id);
+    return;
+  }
+  E->nrefs++;
+  putbyte(E, T_SKEY);
+  putvarint(E, n);
+  put(E, s, n);
+}
+
 /* returns 1 and writes a back-reference if the object was seen already */
 static int enc_seen(lmp_enc *E, const void *p) {
   lua_Integer id = ph_getput(&E->refs, p, E->nrefs + 1);
@@ -712,6 +752,8 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
   }
   putbyte(E, T_TAB);
   len = (lua_Unsigned)lua_rawlen(L, idx);
+  /* a big array of tables would double the identity table many times */
+  if (len > 1024 && len < ((size_t)1 << 26)) ph_reserve(&E->refs, (size_t)len);
   aw = varint_len(len);
   if (E->buf.cap - E->buf.n < (size_t)aw + 1 &&
       lmp_buf_grow(&E->buf, (size_t)aw + 1) != 0)
@@ -734,8 +776,11 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
     } else {
       if (hat == 0) hat = at + (size_t)patch_count(E, at, aw, narr);
       nhash++;
-      sub.kind = P_ISKEY;
-      enc_value(E, top - 1, &sub);
+      if (lua_type(L, top - 1) == LUA_TSTRING) enc_key(E, top - 1);
+      else {
+        sub.kind = P_ISKEY;
+        enc_value(E, top - 1, &sub);
+      }
       sub.kind = P_KEY;
       sub.idx = top - 1;
       enc_value(E, top, &sub);
@@ -1141,6 +1186,10 @@ static void dec_value(lmp_dec *D) {
       break;
     }
     case T_STR: dec_string(D); break;
+    case T_SKEY:                       /* a string later referred to */
+      dec_string(D);
+      dec_newref(D);
+      break;
     case T_TAB: dec_table(D); break;
     case T_REF: {
       uint64_t id = dec_varint(D);
