@@ -579,7 +579,9 @@ static int child_run(lua_State *L) {
   lua_xmove(L, T, 1);                  /* T: [msgh, target, args] */
   n = pushargs(T, 3);
   lua_remove(T, 3);
+  lua_gc(L, LUA_GCRESTART);
   st = lua_pcall(T, n, LUA_MULTRET, 1);
+  lua_gc(L, LUA_GCSTOP);
   nres = lua_gettop(T) - 1;
   luaL_checkstack(L, nres + 2, "lmp: too many results");
   lua_pushboolean(L, st == LUA_OK);
@@ -645,6 +647,9 @@ static int proc_start(lua_State *L) {
     return lmp_syserror(L, "fork");
   }
   if (pid == 0) {
+    /* a collection step here would touch (and so copy) most of the
+       parent's heap pages; the target runs with the collector on */
+    lua_gc(L, LUA_GCSTOP);
     close(fds[0]);
     S->upfd = fds[1];
     lmp_track_fd(L, S, fds[1]);        /* grandchildren must not hold it */
