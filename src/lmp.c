@@ -794,7 +794,11 @@ static void kill_daemons(lua_State *L) {
 */
 static int proc_gc(lua_State *L) {
   Proc *p = checkproc(L, 1);
-  if (p->owner != getpid()) return 0;
+  if (p->owner != getpid()) {          /* inherited: its fds were closed at
+                                          the fork; only memory is ours */
+    lmp_reader_free(&p->rd);
+    return 0;
+  }
   if (p->pid > 0 && !p->reaped) {
     if (p->daemon) {
       kill(p->pid, SIGTERM);

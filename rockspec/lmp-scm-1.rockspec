@@ -1,0 +1,42 @@
+-- Build from a checkout, without network:
+--   luarocks --lua-version=5.4 make rockspec/lmp-scm-1.rockspec [--tree DIR]
+rockspec_format = "3.0"
+package = "lmp"
+version = "scm-1"
+source = {
+   -- Placeholder: the project has no public URL yet. `luarocks make` builds
+   -- from the local checkout and never fetches this.
+   url = "git+https://example.invalid/lmp.git",
+}
+description = {
+   summary = "Python's multiprocessing for Lua: fork, Process, Pool",
+   detailed = [[
+lmp runs Lua functions in forked worker processes: mp.Process, mp.Pool
+(apply, map, imap, starmap, async variants) and a serializer (mp.encode /
+mp.decode) for values, tables with cycles and closures with upvalues.
+POSIX only.]],
+   license = "MIT",
+   labels = { "multiprocessing", "fork", "parallel", "serialization" },
+}
+supported_platforms = { "unix" }
+dependencies = {
+   "lua >= 5.4",
+}
+build = {
+   type = "builtin",
+   modules = {
+      lmp = {
+         sources = { "src/lmp.c", "src/codec.c", "src/wire.c", "src/pool.c" },
+         incdirs = { "src" },
+      },
+   },
+   -- The builtin backend has no per-module compiler flags: it compiles with
+   -- luarocks' CFLAGS (Debian: -O2 -fPIC) in the compiler's default dialect,
+   -- which accepts the C99 sources; each source sets its own feature-test
+   -- macros, and only luaopen_lmp has default visibility. For the strict
+   -- flags use the Makefile, or pass them on the command line:
+   --   luarocks make rockspec/lmp-scm-1.rockspec CFLAGS="-O2 -fPIC -std=c99"
+}
+test = {
+   type = "busted",
+}
