@@ -482,13 +482,6 @@ static int proc_wait(lua_State *L, Proc *p, double deadline) {
   }
 }
 
-static double getdeadline(lua_State *L, int arg) {
-  lua_Number t;
-  if (lua_isnoneornil(L, arg)) return -1;
-  t = luaL_checknumber(L, arg);
-  if (t < 0) luaL_argerror(L, arg, "lmp: negative timeout");
-  return lmp_now() + (double)t;
-}
 
 static void pushfield(lua_State *L, int pidx, const char *k) {
   lua_getiuservalue(L, pidx, 1);
@@ -500,7 +493,7 @@ static int proc_new(lua_State *L) {
   lmp_state *S = lmp_getstate(L);
   Proc *p;
   int n = lua_gettop(L), i;
-  int opts = lua_istable(L, 1) && !luaL_getmetafield(L, 1, "__call");
+  int opts = lua_istable(L, 1) && !lmp_iscallable(L, 1);
   p = (Proc *)lua_newuserdatauv(L, sizeof *p, 1);
   memset(p, 0, sizeof *p);
   p->fd = p->pidfd = -1;
@@ -535,12 +528,10 @@ static int proc_new(lua_State *L) {
     lua_setfield(L, -2, "n");
     lua_setfield(L, -2, "args");
   }
-  if (lua_getfield(L, -1, "target") != LUA_TFUNCTION) {
-    if (!luaL_getmetafield(L, -1, "__call"))
-      lmp_error(L, "lmp: Process target must be callable, got %s",
-                 luaL_typename(L, -1));
-    lua_pop(L, 1);
-  }
+  lua_getfield(L, -1, "target");
+  if (!lmp_iscallable(L, -1))
+    lmp_error(L, "lmp: Process target must be callable, got %s",
+              luaL_typename(L, -1));
   lua_pop(L, 1);
   if (lua_getfield(L, -1, "name") == LUA_TNIL) {
     lua_pushfstring(L, "Process-%d", (int)++S->nextproc);
@@ -549,19 +540,6 @@ static int proc_new(lua_State *L) {
   lua_pop(L, 1);
   lua_setiuservalue(L, -2, 1);
   return 1;
-}
-
-/* pushes args unpacked (honouring args.n); returns how many */
-static int pushargs(lua_State *L, int args) {
-  lua_Integer n, i;
-  if (lua_isnil(L, args)) return 0;
-  if (lua_getfield(L, args, "n") == LUA_TNUMBER) n = lua_tointeger(L, -1);
-  else n = (lua_Integer)luaL_len(L, args);
-  lua_pop(L, 1);
-  if (n < 0 || n > 1000000 || !lua_checkstack(L, (int)n + 4))
-    lmp_error(L, "lmp: too many arguments");
-  for (i = 1; i <= n; i++) lua_rawgeti(L, args, i);
-  return (int)n;
 }
 
 /*
@@ -577,7 +555,7 @@ static int child_run(lua_State *L) {
   lua_xmove(L, T, 1);
   lua_pushvalue(L, 2);
   lua_xmove(L, T, 1);                  /* T: [msgh, target, args] */
-  n = pushargs(T, 3);
+  n = lmp_pushargs(T, 3);
   lua_remove(T, 3);
   lua_gc(L, LUA_GCRESTART);
   st = lua_pcall(T, n, LUA_MULTRET, 1);
@@ -679,7 +657,7 @@ static void proc_interrupted(lua_State *L) {
 
 static int proc_join(lua_State *L) {
   Proc *p = startedproc(L);
-  int r = proc_wait(L, p, getdeadline(L, 2));
+  int r = proc_wait(L, p, lmp_optdeadline(L, 2));
   if (r == -2) proc_interrupted(L);
   lua_pushboolean(L, r == 1);
   return 1;
@@ -687,7 +665,7 @@ static int proc_join(lua_State *L) {
 
 static int proc_get(lua_State *L) {
   Proc *p = startedproc(L);
-  int r = proc_wait(L, p, getdeadline(L, 2)), top;
+  int r = proc_wait(L, p, lmp_optdeadline(L, 2)), top;
   size_t n, i;
   lmp_dec D;
   if (r == -2) proc_interrupted(L);

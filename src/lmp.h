@@ -182,6 +182,12 @@ LMP_INTERNAL void lmp_put64(void *p, uint64_t v);
 /* like luaL_error, without position information: lmp's messages say
    where the problem is themselves */
 LMP_INTERNAL int lmp_error(lua_State *L, const char *fmt, ...);
+LMP_INTERNAL int lmp_iscallable(lua_State *L, int idx);
+/* optional timeout argument -> monotonic deadline, -1 for none */
+LMP_INTERNAL double lmp_optdeadline(lua_State *L, int arg);
+/* pushes the elements of the args table at idx (nil: none), honouring
+   args.n so nils survive; returns how many */
+LMP_INTERNAL int lmp_pushargs(lua_State *L, int idx);
 /* raises "lmp: <what>: strerror(errno)" */
 LMP_INTERNAL int lmp_syserror(lua_State *L, const char *what);
 /* pushes the error a task raised, with its traceback, and raises it */

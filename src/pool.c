@@ -132,14 +132,6 @@ static uint32_t get32(const char *p) {
          ((uint32_t)b[3] << 24);
 }
 
-static int iscallable(lua_State *L, int idx) {
-  if (lua_type(L, idx) == LUA_TFUNCTION) return 1;
-  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
-    lua_pop(L, 1);
-    return 1;
-  }
-  return 0;
-}
 
 static Pool *checkpool(lua_State *L, int idx) {
   return (Pool *)luaL_checkudata(L, idx, LMP_POOL);
@@ -238,22 +230,16 @@ static int w_call(lua_State *L, WState *W, int nargs) {
   return st == LUA_OK;
 }
 
-/* pushes the item's arguments onto T; returns how many */
-static int w_pushargs(lua_State *T, int star) {
-  lua_Integer n, i;
-  if (!star) return 1;               /* the item itself */
-  if (!lua_istable(T, -1)) {
-    lua_pop(T, 1);
-    return 0;
-  }
-  if (lua_getfield(T, -1, "n") == LUA_TNUMBER) n = lua_tointeger(T, -1);
-  else n = (lua_Integer)luaL_len(T, -2);
-  lua_pop(T, 1);
-  if (n < 0) n = 0;
-  luaL_checkstack(T, (int)n + 4, "lmp: too many arguments");
-  for (i = 1; i <= n; i++) lua_rawgeti(T, -(int)i, i);
-  lua_remove(T, -(int)n - 1);
-  return (int)n;
+/*
+** Replaces the item on top of L by its arguments; returns how many.  On L,
+** not on the task thread: an error must meet the protected call on L.
+*/
+static int w_pushargs(lua_State *L, int star) {
+  int n;
+  if (!star) return 1;                 /* the item itself */
+  n = lmp_pushargs(L, -1);
+  lua_remove(L, -n - 1);
+  return n;
 }
 
 /*
@@ -275,8 +261,8 @@ static int w_task(lua_State *L) {
     lua_settop(T, 1);                  /* [msgh] */
     lua_pushvalue(L, 2);
     lmp_dec_value(&D);
-    lua_xmove(L, T, 2);                /* T: [msgh, fn, item] */
-    nargs = w_pushargs(T, W->flags & F_STAR);
+    nargs = w_pushargs(L, W->flags & F_STAR);
+    lua_xmove(L, T, nargs + 1);        /* T: [msgh, fn, args...] */
     ok = w_call(L, W, nargs);
     if (!ok) {
       /* [err, failed index, partial results...] */
@@ -382,11 +368,9 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
   if (!lua_isnil(L, -1)) {
     int n = 0, ok;
     lua_settop(W.T, 1);
-    lua_xmove(L, W.T, 1);
-    pool_field(L, pidx, "initargs");
-    lua_xmove(L, W.T, 1);
-    if (!lua_isnil(W.T, -1)) n = w_pushargs(W.T, 1);
-    else lua_pop(W.T, 1);
+    pool_field(L, pidx, "initargs");   /* checked to be a table or nil */
+    n = w_pushargs(L, 1);
+    lua_xmove(L, W.T, n + 1);
     ok = lua_pcall(W.T, n, 0, 1) == LUA_OK;
     if (!ok) {
       lua_xmove(W.T, L, 1);
@@ -1293,7 +1277,7 @@ static void checkrunning(lua_State *L, Pool *P) {
 }
 
 static void checktask(lua_State *L, int arg) {
-  if (!iscallable(L, arg))
+  if (!lmp_iscallable(L, arg))
     lmp_error(L, "lmp: task must be a function, got %s",
               luaL_typename(L, arg));
 }
@@ -1329,12 +1313,12 @@ static Job *job_new(lua_State *L, Pool *P, int kind, int star, int fn,
     lua_setfield(L, -2, JV_EVENTS);
   }
   if (cb && !lua_isnoneornil(L, cb)) {
-    if (!iscallable(L, cb)) lmp_error(L, "lmp: callback must be a function");
+    if (!lmp_iscallable(L, cb)) lmp_error(L, "lmp: callback must be a function");
     lua_pushvalue(L, cb);
     lua_setfield(L, -2, JV_CB);
   }
   if (ecb && !lua_isnoneornil(L, ecb)) {
-    if (!iscallable(L, ecb))
+    if (!lmp_iscallable(L, ecb))
       lmp_error(L, "lmp: error_callback must be a function");
     lua_pushvalue(L, ecb);
     lua_setfield(L, -2, JV_ECB);
@@ -1420,13 +1404,6 @@ static void job_wait(lua_State *L, Job *J, int jidx, double deadline,
   lua_pop(L, 1);
 }
 
-static double optdeadline(lua_State *L, int arg) {
-  lua_Number t;
-  if (lua_isnoneornil(L, arg)) return -1;
-  t = luaL_checknumber(L, arg);
-  if (t < 0) luaL_argerror(L, arg, "lmp: negative timeout");
-  return lmp_now() + (double)t;
-}
 
 static int pool_apply_async(lua_State *L) {
   Pool *P = ownpool(L, 1);
@@ -1716,7 +1693,7 @@ static int pool_new(lua_State *L) {
     }
     lua_pop(L, 1);
     if (lua_getfield(L, 1, "initializer") != LUA_TNIL &&
-        !iscallable(L, -1))
+        !lmp_iscallable(L, -1))
       lmp_error(L, "lmp: Pool initializer must be a function");
     lua_setfield(L, -2, "initializer");
     if (lua_getfield(L, 1, "initargs") != LUA_TNIL && !lua_istable(L, -1))
@@ -1795,7 +1772,7 @@ static Job *checkjob(lua_State *L) {
 
 static int res_get(lua_State *L) {
   Job *J = checkjob(L);
-  double dl = optdeadline(L, 2);
+  double dl = lmp_optdeadline(L, 2);
   if (J->kind == K_IMAP || J->kind == K_IMAPU)
     return lmp_error(L, "lmp: use the iterator");
   job_wait(L, J, 1, dl, 1);
@@ -1804,7 +1781,7 @@ static int res_get(lua_State *L) {
 
 static int res_wait(lua_State *L) {
   Job *J = checkjob(L);
-  job_wait(L, J, 1, optdeadline(L, 2), 0);
+  job_wait(L, J, 1, lmp_optdeadline(L, 2), 0);
   lua_pushboolean(L, J->state != J_RUN);
   return 1;
 }

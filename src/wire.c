@@ -178,6 +178,40 @@ int lmp_error(lua_State *L, const char *fmt, ...) {
   return lua_error(L);
 }
 
+int lmp_iscallable(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TFUNCTION) return 1;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+double lmp_optdeadline(lua_State *L, int arg) {
+  lua_Number t;
+  if (lua_isnoneornil(L, arg)) return -1;
+  t = luaL_checknumber(L, arg);
+  if (t < 0) luaL_argerror(L, arg, "lmp: negative timeout");
+  return lmp_now() + (double)t;
+}
+
+int lmp_pushargs(lua_State *L, int idx) {
+  lua_Integer n, i;
+  idx = lua_absindex(L, idx);
+  if (lua_isnil(L, idx)) return 0;
+  if (!lua_istable(L, idx))
+    return lmp_error(L, "lmp: args must be a table, got %s",
+                     luaL_typename(L, idx));
+  if (lua_getfield(L, idx, "n") == LUA_TNUMBER) n = lua_tointeger(L, -1);
+  else n = (lua_Integer)luaL_len(L, idx);
+  lua_pop(L, 1);
+  if (n < 0) n = 0;
+  if (n > 1000000 || !lua_checkstack(L, (int)n + 4))
+    lmp_error(L, "lmp: too many arguments");
+  for (i = 1; i <= n; i++) lua_rawgeti(L, idx, i);
+  return (int)n;
+}
+
 int lmp_syserror(lua_State *L, const char *what) {
   return lmp_error(L, "lmp: %s: %s", what, strerror(errno));
 }
