@@ -3,6 +3,7 @@
 package.cpath = "./?.so;" .. package.cpath
 
 local mp = require "lmp"
+local support = require "spec.support"
 
 --[[
 busted runs a spec file with _ENV set to its own proxy table (a table with a
@@ -25,19 +26,9 @@ local function bits(x)
   return string.pack("<d", x)
 end
 
--- pcall that returns the error message (or fails if the call succeeded)
-local function raises(f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error, the call succeeded")
-  return err
-end
-
-local function assert_raises_with(text, f, ...)
-  local err = raises(f, ...)
-  assert(type(err) == "string", "error is not a string: " .. tostring(err))
-  assert(err:find(text, 1, true), ("error %q does not contain %q"):format(err, text))
-  return err
-end
+-- pcall that returns the error message (or fails if the call succeeded), and
+-- the same for an error message that must contain a text (spec/support.lua)
+local raises, assert_raises_with = support.errmsg, support.assert_error_with
 
 --[[
 Deep comparison that follows table identity: every table of `a` must map to

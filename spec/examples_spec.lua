@@ -1,30 +1,10 @@
 -- The examples run as they are, from the repository root, in a fresh
 -- interpreter, and print the lines of the seed's Python examples.
-local lfs = require "lfs"
-
-local ROOT
-do
-  local src = debug.getinfo(1, "S").source:sub(2)
-  local dir = src:match("^(.*)/[^/]*$") or "."
-  if dir:sub(1, 1) ~= "/" then dir = lfs.currentdir() .. "/" .. dir end
-  ROOT = dir .. "/.."
-end
-
-local function q(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
+local support = require "spec.support"
 
 -- runs an example from the repository root; returns its lines and exit status
 local function run_example(path, ...)
-  local out = os.tmpname()
-  local args = {}
-  for i, a in ipairs({ ... }) do args[i] = q(a) end
-  local _, _, status = os.execute(("cd %s && timeout -s KILL 30 lua5.4 %s %s >%s 2>&1")
-    :format(q(ROOT), q(path), table.concat(args, " "), q(out)))
-  local f = assert(io.open(out, "rb"))
-  local text = f:read("a")
-  f:close()
-  os.remove(out)
+  local text, status = support.run_file(path, { ... }, 30, support.ROOT)
   local lines = {}
   for l in text:gmatch("[^\n]+") do lines[#lines + 1] = l end
   return lines, status, text

@@ -16,66 +16,18 @@ local describe, it, setup, teardown, assert = describe, it, setup, teardown, ass
 local _ENV = _G
 
 local mp = require "lmp"
-local lfs = require "lfs"
+local support = require "spec.support"
 
 ---------------------------------------------------------------------------
--- helpers
+-- helpers (the shared ones are in spec/support.lua)
 ---------------------------------------------------------------------------
-local ROOT
-do
-  local src = debug.getinfo(1, "S").source:sub(2)
-  local dir = src:match("^(.*)/[^/]*$") or "."
-  if dir:sub(1, 1) ~= "/" then dir = lfs.currentdir() .. "/" .. dir end
-  ROOT = dir .. "/.."
-end
+local slurp, fields, dead, wait_until = support.slurp, support.fields, support.dead, support.wait_until
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
--- runs `code` in a fresh lua5.4 (output to a file, hard time limit);
--- returns the output and how it ended ("exit"/"signal", code)
+-- runs `code` in a fresh lua5.4 (output to a file, hard time limit) with a
+-- line-buffered stdout; returns the output, the exit status and how the run
+-- ended ("exit"/"signal")
 local function run_lua(code, seconds)
-  local script, out = os.tmpname(), os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write(("package.cpath = %q .. package.cpath\n"):format(ROOT .. "/?.so;"))
-  f:write('local mp = require "lmp"\nio.stdout:setvbuf("line")\n', code, "\n")
-  f:close()
-  local _, how, status = os.execute(("timeout -s KILL %d lua5.4 %s >%s 2>&1")
-    :format(seconds or 60, q(script), q(out)))
-  local text = slurp(out) or ""
-  os.remove(script)
-  os.remove(out)
-  return text, how, status
-end
-
-local function fields(text)
-  local t = {}
-  for k, v in text:gmatch("([%w_]+)=([^\n]*)") do t[k] = v end
-  return t
-end
-
-local function dead(pid)
-  local stat = slurp("/proc/" .. pid .. "/stat")
-  if not stat then return true end
-  return stat:match("^%d+ %b() (%a)") == "Z"
-end
-
-local function wait_until(pred, seconds)
-  local deadline = mp.time() + (seconds or 10)
-  while mp.time() < deadline do
-    if pred() then return true end
-    mp.sleep(0.02)
-  end
-  return pred()
+  return support.run_lua(code, seconds, 'io.stdout:setvbuf("line")')
 end
 
 ---------------------------------------------------------------------------
@@ -471,7 +423,7 @@ local function run_group(group)
   for _ = 1, #lines + 1 do
     local code = ("local L = load(%q, '=faultlib')(mp)\nL.run_group(%q, %d)\n"):format(LIB, group, from)
     local t0 = mp.time()
-    local out, how, status = run_lua(code, 20)
+    local out, status, how = run_lua(code, 20)
     res.runs[#res.runs + 1] = { from = from, how = how, status = status, time = mp.time() - t0 }
     local last_start
     for line in out:gmatch("[^\n]+") do

@@ -5,21 +5,17 @@
 -- The copy dereferences symlinks: under `make test-asan` the suite runs in
 -- lmp-asan/, where src/ and rockspec/ are links to the real ones.
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
+local support = require "spec.support"
+local q = support.q
 
 local function sh(cmd)
   local ok = os.execute(cmd)
   return ok == true
 end
 
+-- the contents of a file, "" if it cannot be read
 local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
+  return support.slurp(path, "")
 end
 
 local function has_luarocks()

@@ -12,77 +12,14 @@ local _ENV = _G
 
 local mp = require "lmp"
 local lfs = require "lfs"
+local support = require "spec.support"
 
 ---------------------------------------------------------------------------
--- helpers
+-- helpers (the shared ones are in spec/support.lua)
 ---------------------------------------------------------------------------
-local ROOT
-do
-  local src = debug.getinfo(1, "S").source:sub(2)
-  local dir = src:match("^(.*)/[^/]*$") or "."
-  if dir:sub(1, 1) ~= "/" then dir = lfs.currentdir() .. "/" .. dir end
-  ROOT = dir .. "/.."
-end
-
-local function q(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
--- runs `code` in a fresh lua5.4 (output to a file, hard time limit)
-local function run_lua(code, seconds)
-  local script, out = os.tmpname(), os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write(("package.cpath = %q .. package.cpath\n"):format(ROOT .. "/?.so;"))
-  f:write('local mp = require "lmp"\n', code, "\n")
-  f:close()
-  local _, _, status = os.execute(("timeout -s KILL %d lua5.4 %s >%s 2>&1")
-    :format(seconds or 30, q(script), q(out)))
-  local text = slurp(out) or ""
-  os.remove(script)
-  os.remove(out)
-  return text, status
-end
-
-local function fields(text)
-  local t = {}
-  for k, v in text:gmatch("([%w_]+)=([^\n]*)") do t[k] = v end
-  return t
-end
-
--- gone, or a zombie
-local function dead(pid)
-  local stat = slurp("/proc/" .. pid .. "/stat")
-  if not stat then return true end
-  return stat:match("^%d+ %b() (%a)") == "Z"
-end
-
--- gone for good (not even a zombie)
-local function gone(pid)
-  return slurp("/proc/" .. pid .. "/stat") == nil
-end
-
-local function wait_until(pred, seconds)
-  local deadline = mp.time() + (seconds or 10)
-  while mp.time() < deadline do
-    if pred() then return true end
-    mp.sleep(0.02)
-  end
-  return pred()
-end
-
-local function open_fds()
-  local n = 0
-  for _ in lfs.dir("/proc/self/fd") do n = n + 1 end
-  return n
-end
+local slurp, run_lua, fields = support.slurp, support.run_lua, support.fields
+local dead, gone, wait_until, open_fds = support.dead, support.gone, support.wait_until, support.open_fds
+local assert_error_with = support.assert_error_with
 
 -- pids of our children, with their state letter
 local function children()
@@ -101,19 +38,6 @@ local function count(t)
   local n = 0
   for _ in pairs(t) do n = n + 1 end
   return n
-end
-
-local function errmsg(f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error, the call succeeded")
-  return err
-end
-
-local function assert_error_with(text, f, ...)
-  local err = errmsg(f, ...)
-  assert(type(err) == "string" and err:find(text, 1, true),
-    ("expected an error containing %q, got %s"):format(text, tostring(err)))
-  return err
 end
 
 -- distinct worker pids, learnt by running slow-ish tasks on every worker

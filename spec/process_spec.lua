@@ -4,78 +4,14 @@
 package.cpath = "./?.so;" .. package.cpath
 
 local mp = require "lmp"
-local lfs = require "lfs"
+local support = require "spec.support"
 
 ---------------------------------------------------------------------------
--- helpers
+-- helpers (the shared ones are in spec/support.lua)
 ---------------------------------------------------------------------------
-local ROOT
-do
-  local src = debug.getinfo(1, "S").source:sub(2)
-  local dir = src:match("^(.*)/[^/]*$") or "."
-  if dir:sub(1, 1) ~= "/" then dir = lfs.currentdir() .. "/" .. dir end
-  ROOT = dir .. "/.."
-end
-
-local function q(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function tmpname()
-  local name = os.tmpname()
-  os.remove(name)
-  return name
-end
-
---[[
-Runs `code` in a fresh lua5.4 that loads the repository's lmp.so, with
-output to a file (so children that outlive the interpreter never block the
-reader) and a hard time limit. Returns the output and the exit status.
-]]
-local function run_lua(code, seconds)
-  local script, out = os.tmpname(), os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write(("package.cpath = %q .. package.cpath\n"):format(ROOT .. "/?.so;"))
-  f:write('local mp = require "lmp"\n', code, "\n")
-  f:close()
-  local _, _, status = os.execute(("timeout -s KILL %d lua5.4 %s >%s 2>&1")
-    :format(seconds or 30, q(script), q(out)))
-  local text = slurp(out) or ""
-  os.remove(script)
-  os.remove(out)
-  return text, status
-end
-
--- "key=value" lines printed by a script, as a table
-local function fields(text)
-  local t = {}
-  for k, v in text:gmatch("([%w_]+)=([^\n]*)") do t[k] = v end
-  return t
-end
-
--- a pid that has exited (gone, or a zombie nobody reaps yet)
-local function dead(pid)
-  local stat = slurp("/proc/" .. pid .. "/stat")
-  if not stat then return true end
-  return stat:match("^%d+ %b() (%a)") == "Z"
-end
-
-local function wait_until(pred, seconds)
-  local deadline = mp.time() + (seconds or 10)
-  while mp.time() < deadline do
-    if pred() then return true end
-    mp.sleep(0.02)
-  end
-  return pred()
-end
+local ROOT, q, slurp, tmpname = support.ROOT, support.q, support.slurp, support.tmpname
+local run_lua, fields, dead, wait_until = support.run_lua, support.fields, support.dead, support.wait_until
+local open_fds, errmsg = support.open_fds, support.errmsg
 
 local function read_pid(path, seconds)
   local pid
@@ -110,26 +46,13 @@ local function reaper()
   })
 end
 
-local function open_fds()
-  local n = 0
-  for _ in lfs.dir("/proc/self/fd") do n = n + 1 end
-  return n
-end
-
 local function sleeper(seconds)
   return function() mp.sleep(seconds or 30) end
 end
 
-local function errmsg(f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error, the call succeeded")
-  return err
-end
-
+-- the message of an lmp: error raised by f(...)
 local function assert_lmp_error(f, ...)
-  local err = errmsg(f, ...)
-  assert(type(err) == "string" and err:find("lmp:", 1, true), "not an lmp: error: " .. tostring(err))
-  return err
+  return support.assert_error_with("lmp:", f, ...)
 end
 
 ---------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+-- Helpers the spec files share: `local support = require "spec.support"`
+-- (busted's lpath has ./?.lua, and the specs run from the repository root).
+-- The name has no "_spec", so busted never runs this file as a spec.
+local lfs = require "lfs"
+
+local M = {}
+
+-- The repository root, found from this file's own path (spec/..), not from
+-- the current directory: under `make test-asan` it is the shadow copy
+-- lmp-asan/, whose lmp.so is the sanitized build.
+do
+  local src = debug.getinfo(1, "S").source:sub(2)
+  local dir = src:match("^(.*)/[^/]*$") or "."
+  if dir:sub(1, 1) ~= "/" then dir = lfs.currentdir() .. "/" .. dir end
+  M.ROOT = dir .. "/.."
+end
+
+-- `s` quoted for the shell
+function M.q(s)
+  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
+end
+
+-- the contents of a file, or `missing` (nil unless given) if it cannot be opened
+function M.slurp(path, missing)
+  local f = io.open(path, "rb")
+  if not f then return missing end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- a fresh temporary file name, with no file behind it yet
+function M.tmpname()
+  local name = os.tmpname()
+  os.remove(name)
+  return name
+end
+
+--[[
+Runs the Lua file `script` in a fresh lua5.4 with the arguments `args` (a
+list, or nil), in the directory `dir` (nil: the current one), with output to
+a file (so children that outlive the interpreter never block the reader) and
+a hard time limit of `seconds` (default 30, `timeout -s KILL`). Returns the
+output, the exit status and how the run ended ("exit" or "signal").
+]]
+function M.run_file(script, args, seconds, dir)
+  local out = os.tmpname()
+  local words = {}
+  for i, a in ipairs(args or {}) do words[i] = " " .. M.q(a) end
+  local _, how, status = os.execute(("%stimeout -s KILL %d lua5.4 %s%s >%s 2>&1"):format(
+    dir and "cd " .. M.q(dir) .. " && " or "", seconds or 30, M.q(script),
+    table.concat(words), M.q(out)))
+  local text = M.slurp(out) or ""
+  os.remove(out)
+  return text, status, how
+end
+
+--[[
+Runs `code` like run_file, in a fresh lua5.4 that loads the repository's
+lmp.so as `mp` first; `prelude` (optional) is Lua text run between that and
+`code`. Returns the output, the exit status and how the run ended.
+]]
+function M.run_lua(code, seconds, prelude)
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(("package.cpath = %q .. package.cpath\n"):format(M.ROOT .. "/?.so;"))
+  f:write('local mp = require "lmp"\n', prelude and prelude .. "\n" or "", code, "\n")
+  f:close()
+  local text, status, how = M.run_file(script, nil, seconds)
+  os.remove(script)
+  return text, status, how
+end
+
+-- "key=value" lines printed by a script, as a table
+function M.fields(text)
+  local t = {}
+  for k, v in text:gmatch("([%w_]+)=([^\n]*)") do t[k] = v end
+  return t
+end
+
+-- a pid that has exited (gone, or a zombie nobody reaps yet)
+function M.dead(pid)
+  local stat = M.slurp("/proc/" .. pid .. "/stat")
+  if not stat then return true end
+  return stat:match("^%d+ %b() (%a)") == "Z"
+end
+
+-- gone for good (not even a zombie)
+function M.gone(pid)
+  return M.slurp("/proc/" .. pid .. "/stat") == nil
+end
+
+-- polls `pred` until it is true or `seconds` (default 10) have passed
+function M.wait_until(pred, seconds)
+  local mp = require "lmp"
+  local deadline = mp.time() + (seconds or 10)
+  while mp.time() < deadline do
+    if pred() then return true end
+    mp.sleep(0.02)
+  end
+  return pred()
+end
+
+-- how many file descriptors this process has open
+function M.open_fds()
+  local n = 0
+  for _ in lfs.dir("/proc/self/fd") do n = n + 1 end
+  return n
+end
+
+-- pcall that returns the error value (or fails if the call succeeded)
+function M.errmsg(f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "expected an error, the call succeeded")
+  return err
+end
+
+-- the error message of f(...), which must be a string containing `text`
+function M.assert_error_with(text, f, ...)
+  local err = M.errmsg(f, ...)
+  assert(type(err) == "string" and err:find(text, 1, true),
+    ("expected an error containing %q, got %s"):format(text, tostring(err)))
+  return err
+end
+
+return M
