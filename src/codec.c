@@ -103,13 +103,6 @@ static lua_Integer ph_getput(phash *h, const void *p, lua_Integer v) {
   return 0;
 }
 
-/* makes room for `more` entries at once (one rehash, not many) */
-static int ph_reserve(phash *h, size_t more) {
-  while ((h->n + more) * 2 > h->cap)
-    if (ph_grow(h) != 0) return -1;
-  return 0;
-}
-
 static int ph_put(phash *h, const void *p, lua_Integer v) {
   return ph_getput(h, p, v) < 0 ? -1 : 0;
 }
@@ -242,10 +235,15 @@ static void enc_nomem(lmp_enc *E) {
   lmp_error(E->L, "lmp: not enough memory to encode");
 }
 
-static void put(lmp_enc *E, const void *p, size_t n) {
+/* room for n more bytes; returns where they go */
+static char *room(lmp_enc *E, size_t n) {
   if (E->buf.cap - E->buf.n < n && lmp_buf_grow(&E->buf, n) != 0)
     enc_nomem(E);
-  memcpy(E->buf.p + E->buf.n, p, n);
+  return E->buf.p + E->buf.n;
+}
+
+static void put(lmp_enc *E, const void *p, size_t n) {
+  memcpy(room(E, n), p, n);
   E->buf.n += n;
 }
 
@@ -595,24 +593,24 @@ static void enc_string(lmp_enc *E, int idx) {
   } else put(E, s, n);
 }
 
+/* the hottest path of big arrays: straight into the buffer */
 static void enc_number(lmp_enc *E, int idx) {
   lua_State *L = E->L;
+  char *p = room(E, 11);
   if (lua_isinteger(L, idx)) {
     lua_Integer i = lua_tointeger(L, idx);
     uint64_t z = ((uint64_t)i << 1) ^ (uint64_t)(i < 0 ? -1 : 0);
-    char tmp[11];
     int w = varint_len(z);
-    tmp[0] = T_INT;
-    put_varint_at(tmp + 1, z, w);
-    put(E, tmp, (size_t)w + 1);
+    p[0] = T_INT;
+    put_varint_at(p + 1, z, w);
+    E->buf.n += (size_t)w + 1;
   } else {
     double d = (double)lua_tonumber(L, idx);
-    unsigned char tmp[9];
     uint64_t u;
     memcpy(&u, &d, 8);
-    tmp[0] = T_FLT;
-    lmp_put64(tmp + 1, u);
-    put(E, tmp, 9);
+    p[0] = T_FLT;
+    lmp_put64(p + 1, u);
+    E->buf.n += 9;
   }
 }
 
@@ -752,8 +750,6 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
   }
   putbyte(E, T_TAB);
   len = (lua_Unsigned)lua_rawlen(L, idx);
-  /* a big array of tables would double the identity table many times */
-  if (len > 1024 && len < ((size_t)1 << 26)) ph_reserve(&E->refs, (size_t)len);
   aw = varint_len(len);
   if (E->buf.cap - E->buf.n < (size_t)aw + 1 &&
       lmp_buf_grow(&E->buf, (size_t)aw + 1) != 0)

@@ -14,21 +14,32 @@
 #include <time.h>
 #include <unistd.h>
 
+/* the wire is little-endian; on such hosts these are plain copies */
 uint64_t lmp_get64(const void *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+#else
   const unsigned char *b = (const unsigned char *)p;
   uint64_t v = 0;
   int i;
   for (i = 7; i >= 0; i--) v = (v << 8) | b[i];
   return v;
+#endif
 }
 
 void lmp_put64(void *p, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(p, &v, 8);
+#else
   unsigned char *b = (unsigned char *)p;
   int i;
   for (i = 0; i < 8; i++) {
     b[i] = (unsigned char)(v & 0xff);
     v >>= 8;
   }
+#endif
 }
 
 void lmp_hook_save(lua_State *L, lmp_hook *h) {
