@@ -107,8 +107,8 @@ do
   function wire.msg(count, body)
     return wire.header .. leb(count) .. body
   end
-  local s = wire.body("abc")
-  wire.STR = s:sub(1, -5)            -- string tag, then varint length, bytes
+  local s = wire.body("abcdefghijk")   -- longer than 8: a plain string, not
+  wire.STR = s:sub(1, -13)           -- a ref-able one; tag, varint length, bytes
   local t = wire.body({})
   wire.TAB = t:sub(1, -3)            -- table tag, array count 0, hash count 0
   local shared = {}
@@ -126,6 +126,16 @@ describe("mp.encode (wire format)", function()
   it("starts every message with the versioned header LMP 0x01", function()
     assert.are.equal("LMP\1", mp.encode():sub(1, 4))
     assert.are.equal("LMP\1", mp.encode(1, "x", {}):sub(1, 4))
+  end)
+
+  it("sends a repeated key or tiny string once, then a back-reference", function()
+    local one = #mp.encode({ "ab" })
+    local many = #mp.encode({ "ab", "ab", "ab", "ab" })
+    assert.is_true(many - one <= 3 * #wire.body(1), "repeats cost a short ref each")
+    local rt = mp.decode(mp.encode({ "ab", { ab = "ab" }, "ab" }))
+    assert.are.same({ "ab", { ab = "ab" }, "ab" }, rt)
+    local long = string.rep("y", 9)
+    assert.is_true(#mp.encode({ long, long }) >= 2 * 9, "longer values are sent each time")
   end)
 
   it("uses the varints and table layout doc/design.md describes (the hostile tests rely on it)", function()

@@ -877,7 +877,11 @@ static void enc_value(lmp_enc *E, int idx, const epath *path) {
     case LUA_TBOOLEAN: putbyte(E, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
       break;
     case LUA_TNUMBER: enc_number(E, idx); break;
-    case LUA_TSTRING: enc_string(E, idx); break;
+    case LUA_TSTRING:
+      /* tiny strings (tags, codes, enums) repeat as values too */
+      if (lua_rawlen(L, idx) <= 8) enc_key(E, idx);
+      else enc_string(E, idx);
+      break;
     case LUA_TTABLE: enc_table(E, idx, path); break;
     case LUA_TFUNCTION: enc_function(E, idx, path); break;
     case LUA_TUSERDATA: enc_userdata(E, idx, path); break;
