@@ -17,45 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "pingpong: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-/* returns 0 on EOF */
-static int readall(int fd, void *buf, size_t n) {
-  char *p = buf;
-  while (n > 0) {
-    ssize_t r = read(fd, p, n);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      die("read");
-    }
-    if (r == 0) return 0;
-    p += r;
-    n -= (size_t)r;
-  }
-  return 1;
-}
-
-static void writeall(int fd, const void *buf, size_t n) {
-  const char *p = buf;
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      die("write");
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-}
+#define RAW_PROG "pingpong"
+#include "rawlib.h"
 
 int main(int argc, char **argv) {
   int iters = argc > 1 ? atoi(argv[1]) : 10000;

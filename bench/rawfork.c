@@ -15,11 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#define RAW_PROG "rawfork"
+#include "rawlib.h"
 
 int main(int argc, char **argv) {
   int iters = argc > 1 ? atoi(argv[1]) : 1000;

@@ -19,31 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#define RAW_PROG "rawpipe"
+#include "rawlib.h"
+
 #define TOTAL ((size_t)64 << 20)
 #define CHUNK ((size_t)1 << 20)
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "rawpipe: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static void writeall(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      die("write");
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-}
 
 /*
 ** One long-lived child (like a pool worker) serves every repetition: each
