@@ -780,3 +780,53 @@ describe("mp.register", function()
     assert.equal(42, roundtrip(f)())
   end)
 end)
+
+describe("mp.encode (review regressions)", function()
+  it("keeps library values right when __serialize loads a module and encodes", function()
+    local mt = { __serialize = function()
+      package.loaded["spec_codec_new_module"] = {}
+      mp.encode({})
+      collectgarbage()
+      return {}
+    end }
+    local t = mp.decode(mp.encode({ string.format, setmetatable({}, mt), string.rep, io.stdout }))
+    package.loaded["spec_codec_new_module"] = nil
+    assert.is_true(t[1] == string.format and t[3] == string.rep and t[4] == io.stdout)
+  end)
+
+  it("does not preallocate what a hostile message claims in nested tables", function()
+    local function varint(v)
+      local s = {}
+      repeat
+        local b = v % 128
+        v = v // 128
+        if v > 0 then b = b + 128 end
+        s[#s + 1] = string.char(b)
+      until v == 0
+      return table.concat(s)
+    end
+    local depth, pad, after, heads = 900, 100000, 100000, {}
+    for d = depth, 1, -1 do
+      heads[d] = "\6" .. varint(after) .. "\0"
+      after = after + #heads[d]
+    end
+    local msg = "LMP\1\1" .. table.concat(heads) .. string.rep("\0", pad)
+    collectgarbage()
+    local before = collectgarbage("count")
+    local err = raises(mp.decode, msg)
+    assert.truthy(err:find("lmp: decode", 1, true), err)
+    -- 900 levels each claiming ~100k slots would have been gigabytes
+    assert.is_true(collectgarbage("count") - before < 64 * 1024)
+  end)
+end)
+
+describe("mp.encode (library values)", function()
+  it("notices a module replaced in package.loaded (same number of modules)", function()
+    local a, b = { name = "a" }, { name = "b" }
+    package.loaded["spec_codec_swap"] = a
+    assert.is_true(rawequal(a, (mp.decode(mp.encode(a)))))
+    package.loaded["spec_codec_swap"] = b
+    assert.is_true(rawequal(b, (mp.decode(mp.encode(b)))))
+    package.loaded["spec_codec_swap"] = nil
+  end)
+end)

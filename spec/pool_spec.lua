@@ -840,3 +840,75 @@ describe("Pool:terminate", function()
     assert_error_with("lmp: pool is terminated", pool.map, pool, double, { 1 })
   end)
 end)
+
+describe("Pool (review regressions)", function()
+  it("passes hundreds of arguments to apply and to the initializer", function()
+    local args = {}
+    for i = 1, 300 do args[i] = i end
+    local pool <close> = mp.Pool{ processes = 1, initializer = function(...) N_INIT = select("#", ...) end,
+                                  initargs = args }
+    assert.are.equal(300, pool:apply(function(...) return select("#", ...) end, args))
+    assert.are.equal(300, pool:apply(function() return N_INIT end))
+    assert.are.equal(300, (pool:starmap(function(...) return select("#", ...) end, { args }))[1])
+  end)
+
+  it("raises the same error again from an imap_unordered iterator instead of hanging", function()
+    local pool <close> = mp.Pool(2)
+    local it = pool:imap_unordered(function(x)
+      if x == 1 then error("bad item 1") end
+      mp.sleep(0.2)
+      return x
+    end, { 1, 2, 3, 4 })
+    local first = select(2, pcall(it))
+    assert.truthy(tostring(first):find("bad item 1", 1, true))
+    for _ = 1, 3 do
+      local ok, e = pcall(it)
+      assert.is_false(ok)
+      assert.truthy(tostring(e):find("bad item 1", 1, true))
+    end
+    assert.are.equal(4, pool:apply(function() return 4 end))
+  end)
+
+  it("fails a map whose input iterator uses the same pool, instead of losing items", function()
+    local pool <close> = mp.Pool(1)
+    local i = 0
+    local function gen()
+      i = i + 1
+      if i <= 3 then return pool:apply(function(x) return x end, { i }) end
+    end
+    assert_error_with("lmp: a pool's input iterator cannot use the same pool",
+      pool.map, pool, function(x) return x end, gen)
+    assert.are.equal(5, pool:apply(function() return 5 end))
+  end)
+
+  it("keeps a worker's setup errors inside the worker (initargs whose __index raises)", function()
+    local out = run_lua([[
+      local bad = setmetatable({}, { __index = function() error("initargs boom") end })
+      local ok, e = pcall(mp.Pool, { processes = 1, initializer = function() end, initargs = bad })
+      print("pid=" .. mp.getpid() .. " ok=" .. tostring(ok))
+      print("err=" .. tostring(e):match("[^\n]*"))
+    ]])
+    local lines = {}
+    for l in out:gmatch("pid=[^\n]*") do lines[#lines + 1] = l end
+    assert.are.equal(1, #lines, out)                 -- only the parent got here
+    assert.truthy(out:find("ok=false", 1, true), out)
+    assert.truthy(out:find("initargs boom", 1, true), out)
+  end)
+
+  it("leaves an inherited pool alone when a child leaves its <close> scope", function()
+    local out = run_lua([[
+      local pool <close> = mp.Pool(1)
+      local pid = mp.fork()
+      if pid == 0 then
+        local ok = pcall(function() local p2 <close> = pool end)
+        print("child_ok=" .. tostring(ok))
+        os.exit(0)
+      end
+      mp.wait(pid)
+      print("parent=" .. pool:apply(function() return 42 end))
+    ]])
+    local f = fields(out)
+    assert.are.equal("true", f.child_ok, out)
+    assert.are.equal("42", f.parent, out)
+  end)
+end)

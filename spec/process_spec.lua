@@ -823,3 +823,28 @@ describe("Process.exitcode", function()
     end
   end)
 end)
+
+describe("mp.Process (review regressions)", function()
+  it("turns an args table whose __index raises into the child's error, also from a coroutine", function()
+    local out = run_lua([[
+      local bad = setmetatable({}, { __index = function() error("args boom") end })
+      local function try()
+        local p = mp.Process{ target = function(...) return select("#", ...) end, args = bad }
+        p:start()
+        local ok, e = pcall(p.get, p)
+        return ok, tostring(e):match("[^\n]*"), p.exitcode
+      end
+      print("main=" .. table.concat({ tostring((try())) }, ""))
+      local ok, e, code = coroutine.wrap(try)()
+      print("co_ok=" .. tostring(ok) .. " co_code=" .. tostring(code))
+      print("co_err=" .. e)
+      print("pid=" .. mp.getpid())
+    ]])
+    local n = 0
+    for _ in out:gmatch("pid=") do n = n + 1 end
+    assert.are.equal(1, n, out)                      -- no child ran the script
+    local f = fields(out)
+    assert.are.equal("false", f.main, out)
+    assert.truthy(f.co_err and f.co_err:find("args boom", 1, true), out)
+  end)
+end)

@@ -196,6 +196,11 @@ static int box_gc(lua_State *L) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, E);
     E->anchor = 0;
   }
+  if (E->knownready) {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &E->known);
+    E->knownready = 0;
+  }
   return 0;
 }
 
@@ -222,7 +227,11 @@ void lmp_enc_reset(lmp_enc *E) {
   E->depth = 0;
   E->nsegs = 0;
   E->extbytes = 0;
-  E->knownready = 0;
+  if (E->knownready) {
+    lua_pushnil(E->L);
+    lua_rawsetp(E->L, LUA_REGISTRYINDEX, &E->known);
+    E->knownready = 0;
+  }
   if (E->anchor) {     /* drop references kept for the last message */
     lua_pushnil(E->L);
     lua_rawsetp(E->L, LUA_REGISTRYINDEX, E);
@@ -438,14 +447,20 @@ static int known_gc(lua_State *L) {
   return 0;
 }
 
+/*
+** A fingerprint of package.loaded (its names and values): the map is
+** rebuilt when a module is loaded, unloaded or replaced.
+*/
 static lua_Integer count_loaded(lua_State *L, int loaded) {
-  lua_Integer n = 0;
+  uint64_t h = 1469598103934665603ULL;
   lua_pushnil(L);
   while (lua_next(L, loaded)) {
+    uint64_t k = (uint64_t)(uintptr_t)lua_topointer(L, -2);
+    uint64_t v = (uint64_t)(uintptr_t)lua_topointer(L, -1);
+    h += (k * 0x9e3779b97f4a7c15ULL) ^ (v + 0x632be59bd9b4e019ULL);
     lua_pop(L, 1);
-    n++;
   }
-  return n;
+  return (lua_Integer)h;
 }
 
 static void known_add(lua_State *L, known *K, int names, int v,
@@ -544,12 +559,14 @@ static int enc_named(lmp_enc *E, int idx, const void *p) {
   (void)idx;
   if (!E->knownready) {                /* once per message */
     E->known = known_get(L);
-    lua_pop(L, 1);                     /* anchored in the registry */
+    /* anchored for this message: a nested encode (a __serialize that loads
+       a module) may replace the registry's copy */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &E->known);
     E->knownready = 1;
   }
   i = ph_get(&E->known->h, p);
   if (i == 0) return 0;
-  lua_getfield(L, LUA_REGISTRYINDEX, KEY_KNOWN);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &E->known);   /* the map i came from */
   lua_getiuservalue(L, -1, 1);
   putbyte(E, T_NAMED);
   lua_rawgeti(L, -1, i);
@@ -1036,8 +1053,17 @@ static void dec_table(lmp_dec *D) {
   nhash = dec_len(D, 2);
   if (narr + nhash > (size_t)(D->end - D->p))
     dec_fail(D, "declared length exceeds the message");
-  lua_createtable(L, narr > INT_MAX ? INT_MAX : (int)narr,
-                  nhash > INT_MAX ? INT_MAX : (int)nhash);
+  /* counts are only a hint: nested tables of a hostile message could each
+     claim the whole rest of it.  A real message has at most one byte per
+     element in all, so the sum of the hints is held to its length. */
+  {
+    size_t ha = narr > D->budget ? D->budget : narr, hh;
+    D->budget -= ha;
+    hh = nhash > D->budget ? D->budget : nhash;
+    D->budget -= hh;
+    lua_createtable(L, ha > INT_MAX ? INT_MAX : (int)ha,
+                    hh > INT_MAX ? INT_MAX : (int)hh);
+  }
   dec_newref(D);
   for (i = 1; i <= narr; i++) {
     dec_value(D);
@@ -1263,6 +1289,7 @@ size_t lmp_dec_begin(lmp_dec *D, lua_State *L, const char *p, size_t len,
   D->depth = 0;
   D->functions = functions;
   D->refs = 0;
+  D->budget = len;
   if (len < 4 || memcmp(p, "LMP", 3) != 0)
     dec_fail(D, "not an lmp message (bad magic)");
   if ((unsigned char)p[3] != VERSION)

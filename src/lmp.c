@@ -552,11 +552,9 @@ static int child_run(lua_State *L) {
   int n, st, nres;
   lua_pushcfunction(T, lmp_traceback);
   lua_pushvalue(L, 1);
-  lua_xmove(L, T, 1);
-  lua_pushvalue(L, 2);
-  lua_xmove(L, T, 1);                  /* T: [msgh, target, args] */
-  n = lmp_pushargs(T, 3);
-  lua_remove(T, 3);
+  n = lmp_pushargs(L, 2);              /* on L: its errors are caught */
+  if (!lua_checkstack(T, n + 2)) lmp_error(L, "lmp: too many arguments");
+  lua_xmove(L, T, n + 1);              /* T: [msgh, target, args...] */
   lua_gc(L, LUA_GCRESTART);
   st = lua_pcall(T, n, LUA_MULTRET, 1);
   lua_gc(L, LUA_GCSTOP);
@@ -606,6 +604,15 @@ static void child_main(lua_State *L, int fd, int pidx) {
   lmp_child_exit(code);
 }
 
+/*
+** Child: everything after the fork runs protected, so no error can unwind
+** into the parent's script (which this child must never run).
+*/
+static int child_protected(lua_State *L) {
+  child_main(L, (int)lua_tointeger(L, 2), 1);   /* [process, fd] */
+  return 0;
+}
+
 static int proc_start(lua_State *L) {
   lmp_state *S = lmp_getstate(L);
   Proc *p = ownproc(L, 1);
@@ -631,16 +638,25 @@ static int proc_start(lua_State *L) {
     close(fds[0]);
     S->upfd = fds[1];
     lmp_track_fd(L, S, fds[1]);        /* grandchildren must not hold it */
-    child_main(L, fds[1], 1);
+    lua_pushcfunction(L, child_protected);
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, fds[1]);
+    lua_pcall(L, 2, 0, 0);
+    lmp_child_exit(1);
   }
   close(fds[1]);
   p->pid = pid;
+  lmp_child_add(L, pid, 1);            /* reaped by someone, whatever follows */
+  fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  lmp_track_fd(L, S, fds[0]);          /* closes it if it raises */
   p->fd = fds[0];
-  fcntl(p->fd, F_SETFL, O_NONBLOCK);
-  lmp_track_fd(L, S, p->fd);
-  p->pidfd = lmp_pidfd(pid);
-  if (p->pidfd >= 0) lmp_track_fd(L, S, p->pidfd);
-  lmp_child_add(L, pid, 1);
+  {
+    int pfd = lmp_pidfd(pid);
+    if (pfd >= 0) {
+      lmp_track_fd(L, S, pfd);
+      p->pidfd = pfd;
+    }
+  }
   lua_settop(L, 1);
   return 1;
 }

@@ -124,6 +124,7 @@ typedef struct lmp_dec {
   lua_Integer nrefs;
   int depth;
   int functions;        /* accept bytecode */
+  size_t budget;        /* table slots still allowed to be preallocated */
 } lmp_dec;
 
 /* reads the header; returns the number of values */

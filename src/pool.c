@@ -82,7 +82,7 @@ typedef struct Pool {
   lua_Integer ohead, otail;  /* uservalue "order": jobs with input left */
   lua_Integer fhead, ftail;  /* uservalue "finished": callbacks to run */
   int depth;
-  int pumping;
+  int building;         /* an input iterator is running */
 } Pool;
 
 typedef struct Job {
@@ -101,6 +101,7 @@ typedef struct Job {
   int inflight;
   int cbpending;
   lua_Integer evtail;   /* imap_unordered: events queued (yielded = head) */
+  int raised;           /* imap: its error was handed out; raise it again */
 } Job;
 
 /* uservalue slots of a Job's table */
@@ -262,6 +263,7 @@ static int w_task(lua_State *L) {
     lua_pushvalue(L, 2);
     lmp_dec_value(&D);
     nargs = w_pushargs(L, W->flags & F_STAR);
+    if (!lua_checkstack(T, nargs + 2)) lmp_error(L, "lmp: too many arguments");
     lua_xmove(L, T, nargs + 1);        /* T: [msgh, fn, args...] */
     ok = w_call(L, W, nargs);
     if (!ok) {
@@ -279,6 +281,7 @@ static int w_task(lua_State *L) {
         lmp_enc_value(W->E, -1, "result", W->start + (lua_Integer)k - 1);
         lua_pop(L, 1);
       }
+      w_send(L, W);
       return 0;
     }
     if (W->flags & F_APPLY) {          /* all the values of one call */
@@ -289,6 +292,8 @@ static int w_task(lua_State *L) {
       lmp_enc_begin(W->E, (size_t)nres);
       for (k = 0; k < nres; k++)
         lmp_enc_value(W->E, results + 1 + k, "result", k + 1);
+      w_send(L, W);                    /* the values are still on the stack:
+                                          big strings go out zero-copy */
       return 0;
     }
     lua_settop(T, 2);                  /* first result only */
@@ -303,6 +308,7 @@ static int w_task(lua_State *L) {
     lua_pop(L, 1);
   }
   lmp_dec_end(&D);
+  w_send(L, W);                        /* results table still anchored */
   return 0;
 }
 
@@ -341,8 +347,24 @@ static void w_reporterr(lua_State *L, WState *W, lua_Integer index) {
     lua_pushinteger(L, index);
     if (lua_pcall(L, 3, 0, 0) != LUA_OK) lmp_child_exit(1);
   }
+  w_send(L, W);                        /* before the error value goes */
   lua_pop(L, 1);
-  w_send(L, W);
+}
+
+/* protected: runs the initializer on the task thread.  [f, W, initargs] */
+static int w_init(lua_State *L) {
+  WState *W = (WState *)lua_touserdata(L, 2);
+  int n;
+  lua_settop(W->T, 1);
+  lua_pushvalue(L, 1);
+  n = lmp_pushargs(L, 3);
+  if (!lua_checkstack(W->T, n + 2)) lmp_error(L, "lmp: too many arguments");
+  lua_xmove(L, W->T, n + 1);
+  if (lua_pcall(W->T, n, 0, 1) != LUA_OK) {
+    lua_xmove(W->T, L, 1);
+    return lua_error(L);
+  }
+  return 0;
 }
 
 static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
@@ -366,14 +388,11 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
   /* initializer */
   pool_field(L, pidx, "initializer");
   if (!lua_isnil(L, -1)) {
-    int n = 0, ok;
-    lua_settop(W.T, 1);
-    pool_field(L, pidx, "initargs");   /* checked to be a table or nil */
-    n = w_pushargs(L, 1);
-    lua_xmove(L, W.T, n + 1);
-    ok = lua_pcall(W.T, n, 0, 1) == LUA_OK;
-    if (!ok) {
-      lua_xmove(W.T, L, 1);
+    lua_pushcfunction(L, w_init);
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, &W);
+    pool_field(L, pidx, "initargs");   /* [w_init, f, W, initargs] */
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
       W.task = 0;
       w_reporterr(L, &W, 0);
       /* the header said RS_ERR; the parent treats task 0 as init */
@@ -429,7 +448,7 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
       if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
         /* decoding an argument or encoding a result failed */
         w_reporterr(L, &W, 1);
-      } else w_send(L, &W);
+      }
       lua_settop(W.T, 1);
       lua_settop(L, base);
     }
@@ -438,6 +457,13 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
     W.done++;
     if (W.maxtasks > 0 && W.done >= W.maxtasks) lmp_child_exit(0);
   }
+}
+
+/* [pool, tfd, rfd, maxtasks]; never returns */
+static int worker_protected(lua_State *L) {
+  worker_main(L, lmp_getstate(L), (int)lua_tointeger(L, 2),
+              (int)lua_tointeger(L, 3), 1, (long)lua_tointeger(L, 4));
+  return 0;
 }
 
 /* ====================================================================== */
@@ -517,7 +543,16 @@ static void worker_spawn(lua_State *L, Pool *P, int pidx, Worker *w) {
     errno = e;
     lmp_syserror(L, "fork");
   }
-  if (pid == 0) worker_main(L, S, sv[1], rp[1], pidx, P->maxtasks);
+  if (pid == 0) {
+    /* protected, so no error can unwind into the parent's script */
+    lua_pushcfunction(L, worker_protected);
+    lua_pushvalue(L, pidx);
+    lua_pushinteger(L, sv[1]);
+    lua_pushinteger(L, rp[1]);
+    lua_pushinteger(L, (lua_Integer)P->maxtasks);
+    lua_pcall(L, 4, 0, 0);
+    lmp_child_exit(1);
+  }
   close(sv[1]);
   close(rp[1]);
   memset(w, 0, sizeof *w);
@@ -682,6 +717,8 @@ static int job_nexttask(lua_State *L, Pool *P, int pidx, int jidx) {
   size_t len;
   lmp_enc *E;
   if (J->stopped || J->inputdone) return 0;
+  if (P->building)                     /* an input iterator using its pool */
+    lmp_error(L, "lmp: a pool's input iterator cannot use the same pool");
   E = lmp_enc_new(L, 0);
   B.P = P;
   B.J = J;
@@ -693,7 +730,9 @@ static int job_nexttask(lua_State *L, Pool *P, int pidx, int jidx) {
   lua_pushlightuserdata(L, &B);
   lua_pushvalue(L, jidx);
   job_field(L, jidx, J->kind == K_APPLY ? JV_VALUES : JV_INPUT);
+  P->building = 1;
   st = lua_pcall(L, 3, 0, 0);
+  P->building = 0;
   (void)pidx;
   if (st != LUA_OK) {                  /* [box, err] */
     job_seterror(L, J, jidx, J->nextin + B.taken);
@@ -845,7 +884,7 @@ static void pool_dispatch(lua_State *L, Pool *P, int pidx) {
 /* replies                                                                */
 /* ---------------------------------------------------------------------- */
 typedef struct Reply {
-  Task *k;
+  lua_Integer start;    /* a copy: user code may grow P->tasks meanwhile */
   int status;
   const char *p;
   size_t n;
@@ -872,7 +911,6 @@ static void fail_job_items(lua_State *L, int pidx, int job, lua_Integer index) {
 static int reply_decode(lua_State *L) {
   Reply *R = (Reply *)lua_touserdata(L, 1);
   Job *J = (Job *)lua_touserdata(L, 2);
-  Task *k = R->k;
   int jidx = 2;
   lmp_dec D;
   size_t n, i;
@@ -890,7 +928,7 @@ static int reply_decode(lua_State *L) {
     } else {
       for (i = 0; i < n; i++) {
         lmp_dec_value(&D);
-        store_result(L, J, jidx, k->start + (lua_Integer)i);
+        store_result(L, J, jidx, R->start + (lua_Integer)i);
       }
     }
   } else {
@@ -903,11 +941,11 @@ static int reply_decode(lua_State *L) {
     if (idx < 1) idx = 1;
     for (i = 2; i < n; i++) {
       lmp_dec_value(&D);
-      store_result(L, J, jidx, k->start + (lua_Integer)i - 2);
+      store_result(L, J, jidx, R->start + (lua_Integer)i - 2);
     }
     lua_pushvalue(L, -1);
     lua_remove(L, -2);
-    job_seterror(L, J, jidx, k->start + idx - 1);
+    job_seterror(L, J, jidx, R->start + idx - 1);
   }
   lmp_dec_end(&D);
   return 0;
@@ -964,15 +1002,15 @@ static void reply_handle(lua_State *L, Pool *P, int pidx, Worker *w,
   }
   memmove(w->q, w->q + 1, (size_t)(--w->nq) * sizeof w->q[0]);
   memmove(w->sent, w->sent + 1, (size_t)w->nq * sizeof w->sent[0]);
-  R.k = &P->tasks[t];
-  J = push_job(L, pidx, R.k->job);
+  R.start = P->tasks[t].start;
+  J = push_job(L, pidx, P->tasks[t].job);
   if (J != NULL) {                     /* NULL: an abandoned imap */
     int jidx = lua_gettop(L);
     lua_pushcfunction(L, reply_decode);
     lua_pushlightuserdata(L, &R);
     lua_pushvalue(L, jidx);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK)
-      job_seterror(L, J, jidx, R.k->start);
+      job_seterror(L, J, jidx, R.start);
     J->inflight--;
     job_check(L, J, jidx);
   }
@@ -1482,6 +1520,10 @@ static int imap_next(lua_State *L) {
   lua_settop(L, 0);
   lua_pushvalue(L, lua_upvalueindex(1));
   jidx = 1;
+  if (J->raised) {                     /* the pool forgot it: never pump */
+    job_field(L, jidx, JV_ERR);
+    return lua_error(L);
+  }
   job_field(L, jidx, JV_POOL);
   P = (Pool *)lua_touserdata(L, -1);
   if (!imap_has(L, J, jidx)) {
@@ -1501,6 +1543,7 @@ static int imap_next(lua_State *L) {
     lua_rawseti(L, -3, J->yielded);    /* consumed: memory stays bounded */
     if (index < 0) {                   /* the error event */
       J->stopped = 1;
+      J->raised = 1;
       forget_job(L, 2, J);
       job_field(L, jidx, JV_ERR);
       return lua_error(L);
@@ -1508,8 +1551,9 @@ static int imap_next(lua_State *L) {
   } else {
     index = ++J->yielded;
     if (J->errindex && index >= J->errindex) {
-      J->yielded--;                    /* raise it again if asked again */
+      J->yielded--;
       J->stopped = 1;
+      J->raised = 1;
       forget_job(L, 2, J);
       job_field(L, jidx, JV_ERR);
       return lua_error(L);
@@ -1596,6 +1640,14 @@ static void pool_doterminate(lua_State *L, Pool *P, int pidx) {
 
 static int pool_terminate(lua_State *L) {
   Pool *P = ownpool(L, 1);
+  pool_doterminate(L, P, 1);
+  return 0;
+}
+
+/* `local pool <close>`: an inherited pool in a child is left alone */
+static int pool_closescope(lua_State *L) {
+  Pool *P = checkpool(L, 1);
+  if (P->owner != getpid()) return 0;
   pool_doterminate(L, P, 1);
   return 0;
 }
@@ -1823,7 +1875,7 @@ void lmp_pool_open(lua_State *L) {
   };
   static const luaL_Reg pool_meta[] = {
     {"__gc", pool_gc},
-    {"__close", pool_terminate},
+    {"__close", pool_closescope},
     {"__tostring", pool_tostring},
     {NULL, NULL}
   };
