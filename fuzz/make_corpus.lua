@@ -71,6 +71,13 @@ do -- a wider table (array and hash parts with multi-byte counts)
   for i = 1, 150 do t["k" .. i] = i % 2 == 0 end
   seed("tbl_wide", t)
 end
+do -- tables referred to again from inside and after a table whose key
+   -- count needs two bytes (the encoder widens it after the body)
+  local t = {}
+  for i = 1, 140 do t["k" .. i] = { i } end
+  t.k70.back = t.k3
+  seed("tbl_wide_shared", t, t.k3, t.k140)
+end
 do -- nesting deep enough to exercise the depth counter, well within the limit
   local t = {}
   local cur = t

@@ -115,6 +115,7 @@ do
   local two = mp.encode(shared, shared)
   local refbytes = two:sub(#mp.encode(shared) + 1)
   wire.REF = refbytes:sub(1, -2)     -- ref tag, then the varint id
+  wire.TABR = two:sub(#wire.header + 2, #wire.header + 2)   -- a table referred to later
   wire.firstref = refbytes:byte(-1)  -- id of the first table in a message
   wire.NIL = wire.body(nil)
   -- a short string key is sent once (its tag gives it a ref id), then as a ref
@@ -153,6 +154,44 @@ describe("mp.encode (wire format)", function()
 end)
 
 ---------------------------------------------------------------------------
+describe("mp.encode (tables referred to again)", function()
+  it("marks only them, so the decoder keeps only them for back-references", function()
+    assert.are_not.equal(wire.TAB, wire.TABR)
+    local shared = {}
+    assert.are.equal(wire.TABR .. "\0\0" .. wire.REF .. leb(wire.firstref),
+      mp.encode(shared, shared):sub(#wire.header + 2))
+    -- an unmarked table cannot be referred to
+    local err = raises(mp.decode, wire.msg(2, wire.TAB .. "\0\0" .. wire.REF .. leb(wire.firstref)))
+    assert.truthy(err:find("lmp: decode: bad reference", 1, true), err)
+    local a, b = mp.decode(wire.msg(2, wire.TABR .. "\0\0" .. wire.REF .. leb(wire.firstref)))
+    assert.is_true(rawequal(a, b))
+  end)
+
+  it("keeps them right inside tables whose key count outgrows its first byte", function()
+    -- more than 127 keys: the count is widened once the body is written,
+    -- which moves every table inside it
+    local function big(tag)
+      local t = { tag }
+      for i = 1, 300 do t["k" .. i] = { i, tag } end
+      return t
+    end
+    local inner, outer = big("inner"), big("outer")
+    outer.inner = inner
+    inner.k150.back = inner.k7          -- a reference inside the moved bytes
+    local v = { outer, inner.k7, inner.k300, outer.k1, inner, outer.k299 }
+    local back = mp.decode(mp.encode(v))
+    local ok, why = same(v, back)
+    assert(ok, why)
+    assert.is_true(rawequal(back[2], back[1].inner.k7))
+    assert.is_true(rawequal(back[2], back[5].k150.back))
+    assert.is_true(rawequal(back[6], back[1].k299))
+    -- as separate values of one message, twice over
+    local x, y, z = mp.decode(mp.encode(outer, inner.k7, outer))
+    assert.is_true(rawequal(y, x.inner.k7))
+    assert.is_true(rawequal(x, z))
+  end)
+end)
+
 describe("mp.encode", function()
   it("returns a string for any number of arguments, including none", function()
     assert.are.equal("string", type(mp.encode()))

@@ -21,6 +21,7 @@
 enum {
   T_NIL = 0, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TAB, T_REF, T_META,
   T_CUSTOM, T_FUNC, T_GLOBALS, T_NAMED, T_JOIN, T_MTVAL, T_SKEY,
+  T_TABR,               /* a table that a later T_REF points to */
   T_MAX
 };
 
@@ -165,6 +166,11 @@ struct lmp_enc {
   phash upv;            /* upvalue id -> func ref id * 256 + upvalue index */
   phash skeys;          /* short string keys -> ref id */
   lua_Integer nrefs;
+  /* tagat[id]: where table `id`'s T_TAB tag is, 0 once it became T_TABR
+     (or for other ids).  Only back-referenced tables are written T_TABR,
+     so the decoder keeps only those in its ref table. */
+  size_t *tagat;
+  size_t tagn, tagcap;
   int depth;
   int zerocopy;
   seg *segs;
@@ -183,6 +189,9 @@ static void enc_release(lmp_enc *E) {
   ph_free(&E->skeys);
   ph_free(&E->refs);
   ph_free(&E->upv);
+  free(E->tagat);
+  E->tagat = NULL;
+  E->tagn = E->tagcap = 0;
   free(E->segs);
   E->segs = NULL;
   E->nsegs = E->capsegs = 0;
@@ -224,6 +233,12 @@ void lmp_enc_reset(lmp_enc *E) {
   ph_clear(&E->upv);
   ph_clear(&E->skeys);
   E->nrefs = 0;
+  E->tagn = 0;
+  if (E->tagcap > 65536) {
+    free(E->tagat);
+    E->tagat = NULL;
+    E->tagcap = 0;
+  }
   E->depth = 0;
   E->nsegs = 0;
   E->extbytes = 0;
@@ -278,11 +293,20 @@ static void put_varint_at(char *p, uint64_t v, int width) {
   p[width - 1] = (char)(v & 0x7f);
 }
 
+/* writes v at p (10 bytes of room) and returns its length */
+static int put_varint(char *p, uint64_t v) {
+  int n = 0;
+  while (v >= 0x80) {
+    p[n++] = (char)((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  p[n++] = (char)v;
+  return n;
+}
+
 static void putvarint(lmp_enc *E, uint64_t v) {
-  char tmp[10];
-  int w = varint_len(v);
-  put_varint_at(tmp, v, w);
-  put(E, tmp, (size_t)w);
+  char *p = room(E, 10);
+  E->buf.n += (size_t)put_varint(p, v);
 }
 
 void lmp_enc_raw(lmp_enc *E, const void *p, size_t n) { put(E, p, n); }
@@ -297,7 +321,8 @@ void lmp_enc_truncate(lmp_enc *E, size_t n) {
 ** Fills a count reserved `width` bytes wide at `at`; when the count needs
 ** more room, the bytes after it move (rare: only for big tables).
 */
-static int patch_count(lmp_enc *E, size_t at, int width, uint64_t v) {
+static int patch_count(lmp_enc *E, size_t at, int width, uint64_t v,
+                       lua_Integer after) {
   int need = varint_len(v);
   size_t i;
   if (need > width) {
@@ -309,6 +334,9 @@ static int patch_count(lmp_enc *E, size_t at, int width, uint64_t v) {
     E->buf.n += extra;
     for (i = 0; i < E->nsegs; i++)
       if (E->segs[i].off > at) E->segs[i].off += extra;
+    /* tables opened after `after` sit in the moved bytes */
+    for (i = (size_t)after + 1; i < E->tagn; i++)
+      if (E->tagat[i] > at) E->tagat[i] += extra;
     width = need;
   }
   put_varint_at(E->buf.p + at, v, width);
@@ -434,12 +462,21 @@ static void enc_fail(lmp_enc *E, const epath *path, const char *what) {
 ** the C hash can never be reused by another object) and is rebuilt when the
 ** number of loaded modules changes.
 */
+#define BLOOM_BITS 4096
 struct known {
   phash h;
+  uint64_t bloom[BLOOM_BITS / 64];   /* most values are not library ones:
+                                        one bit test says so, cheaper than
+                                        a probe of h */
   lua_Integer nloaded;
   lua_Integer mtver;    /* mp.register calls seen */
 };
 typedef struct known known;
+
+static unsigned bloom_bit(const void *p) {
+  return (unsigned)((((uint64_t)(uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ULL)
+                    >> 52);            /* 12 bits: BLOOM_BITS */
+}
 
 static int known_gc(lua_State *L) {
   known *K = (known *)lua_touserdata(L, 1);
@@ -477,6 +514,7 @@ static void known_add(lua_State *L, known *K, int names, int v,
   lua_pushvalue(L, v);
   lua_rawseti(L, names, i + 2);        /* names[i+2] = the value (anchor) */
   if (ph_put(&K->h, p, i) != 0) lmp_error(L, "lmp: not enough memory");
+  K->bloom[bloom_bit(p) / 64] |= (uint64_t)1 << (bloom_bit(p) % 64);
 }
 
 static int known_isnamed(lua_State *L, int idx) {
@@ -564,6 +602,8 @@ static int enc_named(lmp_enc *E, int idx, const void *p) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &E->known);
     E->knownready = 1;
   }
+  if (!(E->known->bloom[bloom_bit(p) / 64] >> (bloom_bit(p) % 64) & 1))
+    return 0;
   i = ph_get(&E->known->h, p);
   if (i == 0) return 0;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &E->known);   /* the map i came from */
@@ -589,9 +629,7 @@ static int enc_named(lmp_enc *E, int idx, const void *p) {
 /* ---------------------------------------------------------------------- */
 static void enc_value(lmp_enc *E, int idx, const epath *path);
 
-static void enc_string(lmp_enc *E, int idx) {
-  size_t n;
-  const char *s = lua_tolstring(E->L, idx, &n);
+static void enc_lstring(lmp_enc *E, const char *s, size_t n) {
   putbyte(E, T_STR);
   putvarint(E, n);
   if (E->zerocopy && n >= ZEROCOPY_MIN) {
@@ -636,25 +674,28 @@ static void enc_number(lmp_enc *E, int idx) {
 ** interns those, so the pointer is the identity) is sent once, then as a
 ** back-reference, which also spares the receiver hashing it again.
 */
-static void enc_key(lmp_enc *E, int idx) {
-  size_t n;
-  const char *s = lua_tolstring(E->L, idx, &n);
+static void enc_short(lmp_enc *E, const char *s, size_t n) {
   lua_Integer id;
-  if (n > 40) {
-    enc_string(E, idx);
-    return;
-  }
-  id = ph_getput(&E->skeys, lua_topointer(E->L, idx), E->nrefs + 1);
+  /* s is inside the interned TString, so its address is the identity */
+  id = ph_getput(&E->skeys, s, E->nrefs + 1);
   if (id < 0) enc_nomem(E);
   if (id > 0) {
-    putbyte(E, T_REF);
-    putvarint(E, (uint64_t)id);
+    char *p = room(E, 11);
+    p[0] = T_REF;
+    E->buf.n += 1 + (size_t)put_varint(p + 1, (uint64_t)id);
     return;
   }
   E->nrefs++;
   putbyte(E, T_SKEY);
   putvarint(E, n);
   put(E, s, n);
+}
+
+static void enc_key(lmp_enc *E, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(E->L, idx, &n);
+  if (n > 40) enc_lstring(E, s, n);
+  else enc_short(E, s, n);
 }
 
 /* returns 1 and writes a back-reference if the object was seen already */
@@ -665,9 +706,32 @@ static int enc_seen(lmp_enc *E, const void *p) {
     E->nrefs++;
     return 0;
   }
+  if ((size_t)id < E->tagn && E->tagat[id] != 0) {
+    E->buf.p[E->tagat[id]] = T_TABR;   /* the decoder must keep it */
+    E->tagat[id] = 0;
+  }
   putbyte(E, T_REF);
   putvarint(E, (uint64_t)id);
   return 1;
+}
+
+/* remembers where table `id`'s tag is about to be written */
+static void enc_tagat(lmp_enc *E, lua_Integer id) {
+  size_t need = (size_t)id + 1;
+  if (need > E->tagcap) {
+    size_t nc = E->tagcap ? E->tagcap * 2 : 4096;
+    size_t *nt;
+    while (nc < need) nc *= 2;
+    nt = (size_t *)realloc(E->tagat, nc * sizeof *nt);
+    if (nt == NULL) enc_nomem(E);
+    E->tagat = nt;
+    E->tagcap = nc;
+  }
+  if (need > E->tagn) {
+    memset(E->tagat + E->tagn, 0, (need - E->tagn) * sizeof *E->tagat);
+    E->tagn = need;
+  }
+  E->tagat[id] = E->buf.n;
 }
 
 static void enc_enter(lmp_enc *E, const epath *path) {
@@ -749,8 +813,9 @@ static int enc_meta(lmp_enc *E, int idx, const epath *path) {
 static void enc_table(lmp_enc *E, int idx, const epath *path) {
   lua_State *L = E->L;
   size_t at, hat;
-  int aw, mode;
+  int aw, mode, top;
   lua_Unsigned narr = 0, nhash = 0, len;
+  lua_Integer tid;
   epath sub;
   const void *p = lua_topointer(L, idx);
   if (p == E->globals) {
@@ -759,12 +824,14 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
   }
   /* library tables are never in refs: check them first */
   if (enc_named(E, idx, p) || enc_seen(E, p)) return;
+  tid = E->nrefs;
   enc_enter(E, path);
   mode = enc_meta(E, idx, path);
   if (mode == 1) {
     E->depth--;
     return;
   }
+  enc_tagat(E, tid);
   putbyte(E, T_TAB);
   len = (lua_Unsigned)lua_rawlen(L, idx);
   aw = varint_len(len);
@@ -778,18 +845,19 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
   /* lua_next visits the array part first and in order: that run is the
      array section, everything after it goes as key/value pairs */
   lua_pushnil(L);
+  top = lua_gettop(L) + 1;             /* where lua_next leaves the value */
   while (lua_next(L, idx)) {
-    int top = lua_gettop(L);
-    if (hat == 0 && lua_isinteger(L, top - 1) &&
+    int kt = lua_type(L, top - 1);
+    if (hat == 0 && kt == LUA_TNUMBER && lua_isinteger(L, top - 1) &&
         lua_tointeger(L, top - 1) == (lua_Integer)narr + 1) {
       narr++;
       sub.kind = P_INDEX;
       sub.i = (lua_Integer)narr;
       enc_value(E, top, &sub);
     } else {
-      if (hat == 0) hat = at + (size_t)patch_count(E, at, aw, narr);
+      if (hat == 0) hat = at + (size_t)patch_count(E, at, aw, narr, tid);
       nhash++;
-      if (lua_type(L, top - 1) == LUA_TSTRING) enc_key(E, top - 1);
+      if (kt == LUA_TSTRING) enc_key(E, top - 1);
       else {
         sub.kind = P_ISKEY;
         enc_value(E, top - 1, &sub);
@@ -798,10 +866,10 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
       sub.idx = top - 1;
       enc_value(E, top, &sub);
     }
-    lua_pop(L, 1);
+    lua_settop(L, top - 1);
   }
-  if (hat == 0) hat = at + (size_t)patch_count(E, at, aw, narr);
-  patch_count(E, hat, 1, nhash);
+  if (hat == 0) hat = at + (size_t)patch_count(E, at, aw, narr, tid);
+  patch_count(E, hat, 1, nhash, tid);
   if (mode == 2) {                     /* the metatable, after the body */
     sub.kind = P_META;
     lua_getmetatable(L, idx);
@@ -894,11 +962,14 @@ static void enc_value(lmp_enc *E, int idx, const epath *path) {
     case LUA_TBOOLEAN: putbyte(E, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
       break;
     case LUA_TNUMBER: enc_number(E, idx); break;
-    case LUA_TSTRING:
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, idx, &n);
       /* tiny strings (tags, codes, enums) repeat as values too */
-      if (lua_rawlen(L, idx) <= 8) enc_key(E, idx);
-      else enc_string(E, idx);
+      if (n <= 8) enc_short(E, s, n);
+      else enc_lstring(E, s, n);
       break;
+    }
     case LUA_TTABLE: enc_table(E, idx, path); break;
     case LUA_TFUNCTION: enc_function(E, idx, path); break;
     case LUA_TUSERDATA: enc_userdata(E, idx, path); break;
@@ -1045,7 +1116,8 @@ static lua_Integer dec_newref(lmp_dec *D) {
   return D->nrefs;
 }
 
-static void dec_table(lmp_dec *D) {
+/* a table body; `keep`: a later T_REF may point to it (T_TABR) */
+static void dec_table(lmp_dec *D, int keep) {
   lua_State *L = D->L;
   size_t narr, nhash, i;
   dec_enter(D);
@@ -1064,7 +1136,9 @@ static void dec_table(lmp_dec *D) {
     lua_createtable(L, ha > INT_MAX ? INT_MAX : (int)ha,
                     hh > INT_MAX ? INT_MAX : (int)hh);
   }
-  dec_newref(D);
+  if (keep) dec_newref(D);
+  else D->nrefs++;                     /* the id is used, the slot stays
+                                          empty: a T_REF to it is refused */
   for (i = 1; i <= narr; i++) {
     dec_value(D);
     lua_rawseti(L, -2, (lua_Integer)i);
@@ -1216,30 +1290,30 @@ static void dec_value(lmp_dec *D) {
       dec_string(D);
       dec_newref(D);
       break;
-    case T_TAB: dec_table(D); break;
+    case T_TAB: dec_table(D, 0); break;
+    case T_TABR: dec_table(D, 1); break;
     case T_REF: {
       uint64_t id = dec_varint(D);
       if (id < 1 || id > (uint64_t)D->nrefs) dec_fail(D, "bad reference");
       if (lua_rawgeti(L, D->refs, (lua_Integer)id) == LUA_TNIL)
-        dec_fail(D, "reference to a value that is still being decoded");
+        dec_fail(D, "bad reference (to a value not marked as referenced, "
+                    "or still being decoded)");
       break;
     }
     case T_META: {
       dec_string(D);
-      if (D->p >= D->end || *D->p != T_TAB)
+      if (D->p >= D->end || (*D->p != T_TAB && *D->p != T_TABR))
         dec_fail(D, "metatable name not followed by a table");
-      D->p++;
-      dec_table(D);
+      dec_table(D, *D->p++ == T_TABR);
       push_registered(D, lua_tostring(L, -2));
       lua_setmetatable(L, -2);
       lua_remove(L, -2);
       break;
     }
     case T_MTVAL: {                    /* table body, then its metatable */
-      if (D->p >= D->end || *D->p != T_TAB)
+      if (D->p >= D->end || (*D->p != T_TAB && *D->p != T_TABR))
         dec_fail(D, "metatable not attached to a table");
-      D->p++;
-      dec_table(D);
+      dec_table(D, *D->p++ == T_TABR);
       dec_enter(D);
       dec_value(D);
       if (!lua_istable(L, -1)) dec_fail(D, "metatable is not a table");
