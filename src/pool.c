@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -255,7 +256,8 @@ static int w_task(lua_State *L) {
   size_t n, i;
   int results;
   n = lmp_dec_begin(&D, L, W->args, W->argslen, 1);  /* [W, fn, refs] */
-  lua_newtable(L);
+  /* n is at most the message's length: a hint that costs no more than it */
+  lua_createtable(L, W->flags & F_APPLY || n > INT_MAX ? 0 : (int)n, 0);
   results = lua_gettop(L);
   for (i = 0; i < n; i++) {
     int nargs, ok;
@@ -925,11 +927,20 @@ static int reply_decode(lua_State *L) {
       lua_pushinteger(L, (lua_Integer)n);
       lua_setfield(L, -2, "n");
       job_setfield(L, jidx, JV_VALUES);
-    } else {
+    } else if (J->kind == K_IMAP || J->kind == K_IMAPU) {
       for (i = 0; i < n; i++) {
         lmp_dec_value(&D);
         store_result(L, J, jidx, R->start + (lua_Integer)i);
       }
+    } else {                           /* map: straight into its results */
+      int res;
+      job_field(L, jidx, JV_RES);
+      res = lua_gettop(L);
+      for (i = 0; i < n; i++) {
+        lmp_dec_value(&D);
+        lua_rawseti(L, res, R->start + (lua_Integer)i);
+      }
+      lua_pop(L, 1);
     }
   } else {
     lua_Integer idx;
@@ -1388,6 +1399,16 @@ static Job *job_new(lua_State *L, Pool *P, int kind, int star, int fn,
                         "function, got %s", luaL_typename(L, input));
     lua_pushvalue(L, input);
     job_setfield(L, jidx, JV_INPUT);
+    if (kind == K_MAP && !J->iter) {
+      /* the results table at its final size: no rehash as chunks come
+         back (out of order, often); rawlen bounds what a __len claims */
+      lua_Unsigned raw = (lua_Unsigned)lua_rawlen(L, input);
+      lua_Integer want = J->ninput < (lua_Integer)raw ? J->ninput : (lua_Integer)raw;
+      if (want > 0) {
+        lua_createtable(L, want < INT_MAX ? (int)want : INT_MAX, 0);
+        job_setfield(L, jidx, JV_RES);
+      }
+    }
     if (J->chunksize == 0) {
       if (kind == K_MAP && !J->iter) {  /* Python's default */
         lua_Integer c = J->ninput / ((lua_Integer)P->n * 4);
