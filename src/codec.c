@@ -1145,10 +1145,15 @@ static void dec_table(lmp_dec *D, int keep) {
   }
   for (i = 0; i < nhash; i++) {
     dec_value(D);
-    if (lua_isnil(L, -1)) dec_fail(D, "nil table key");
-    if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
-      lua_Number k = lua_tonumber(L, -1);
-      if (k != k) dec_fail(D, "NaN table key");
+    switch (lua_type(L, -1)) {
+      case LUA_TNIL: dec_fail(D, "nil table key"); break;
+      case LUA_TNUMBER:
+        if (!lua_isinteger(L, -1)) {
+          lua_Number k = lua_tonumber(L, -1);
+          if (k != k) dec_fail(D, "NaN table key");
+        }
+        break;
+      default: break;
     }
     dec_value(D);
     lua_rawset(L, -3);
