@@ -706,6 +706,36 @@ describe("Pool:imap", function()
     assert.are.same({ 1, 2, 3 }, got)
   end)
 
+  -- the failing item is not the first of its chunk (chunksize 4)
+  local function imap_until_error(f, input)
+    local got = {}
+    local ok, err = pcall(function()
+      for v, i in pool:imap(f, input, 4) do got[i] = v end
+    end)
+    assert.is_false(ok)
+    return got, tostring(err)
+  end
+
+  it("yields the results before an item whose result cannot be encoded, in its chunk", function()
+    local got, err = imap_until_error(function(x)
+      if x == 3 then return coroutine.create(print) end
+      return x * 10
+    end, range(8))
+    assert.truthy(err:find("lmp: cannot serialize thread at result[3]", 1, true), err)
+    assert.are.same({ 10, 20 }, got)
+    assert.are.same({ 2, 4 }, pool:map(double, { 1, 2 }))
+  end)
+
+  it("yields the results before an argument the worker cannot decode, in its chunk", function()
+    -- registered after the workers forked: they do not know the name
+    local mt = mp.register("lmp.spec.late", {})
+    local got, err = imap_until_error(function(x) return x * 10 end,
+      { 1, 2, setmetatable({}, mt), 4, 5 })
+    assert.truthy(err:find("lmp: decode: metatable 'lmp.spec.late' is not registered", 1, true), err)
+    assert.are.same({ 10, 20 }, got)
+    assert.are.same({ 2, 4 }, pool:map(double, { 1, 2 }))
+  end)
+
   it("yields the results before an input iterator's error, then raises it", function()
     local got, calls = {}, 0
     local ok, err = pcall(function()

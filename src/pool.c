@@ -209,6 +209,7 @@ typedef struct WState {
   lua_Integer start;
   const char *args;
   size_t argslen;
+  lua_Integer failat;    /* item of the chunk being decoded, run or encoded */
 } WState;
 
 static void w_send(lua_State *L, WState *W) {
@@ -245,9 +246,32 @@ static int w_pushargs(lua_State *L, int star) {
 }
 
 /*
+** Protected: [W, err, index, results or nil] -> an RS_ERR reply for item
+** `index` of the task, carrying the results of the items before it (so a
+** map or imap gets those, and the error where it happened).
+*/
+static int w_senderr(lua_State *L) {
+  WState *W = (WState *)lua_touserdata(L, 1);
+  lua_Integer index = lua_tointeger(L, 3), k;
+  lua_Integer before = lua_istable(L, 4) ? index - 1 : 0;
+  w_header(W, W->task, RS_ERR);
+  lmp_enc_begin(W->E, (size_t)before + 2);
+  lmp_enc_value(W->E, 2, "error", -1);
+  lmp_enc_value(W->E, 3, "error", -1);
+  for (k = 1; k <= before; k++) {
+    lua_rawgeti(L, 4, k);
+    lmp_enc_value(W->E, -1, "result", W->start + k - 1);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/*
 ** The task body, run protected on L: decodes the items one by one, calls
 ** f for each, and encodes the reply.  Stack of L: [W(light), fn].
-** An unserializable result raises out of here; the caller reports it.
+** An argument that cannot be decoded or a result that cannot be encoded
+** raises out of here with W->failat naming its item; the caller reports
+** it after the results before it, which stay in registry[W].
 */
 static int w_task(lua_State *L) {
   WState *W = (WState *)lua_touserdata(L, 1);
@@ -259,8 +283,11 @@ static int w_task(lua_State *L) {
   /* n is at most the message's length: a hint that costs no more than it */
   lua_createtable(L, W->flags & F_APPLY || n > INT_MAX ? 0 : (int)n, 0);
   results = lua_gettop(L);
+  lua_pushvalue(L, results);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, W);
   for (i = 0; i < n; i++) {
     int nargs, ok;
+    W->failat = (lua_Integer)i + 1;
     lua_settop(T, 1);                  /* [msgh] */
     lua_pushvalue(L, 2);
     lmp_dec_value(&D);
@@ -270,19 +297,12 @@ static int w_task(lua_State *L) {
     ok = w_call(L, W, nargs);
     if (!ok) {
       /* [err, failed index, partial results...] */
-      size_t k;
+      lua_pushcfunction(L, w_senderr);
+      lua_pushvalue(L, 1);
       lua_xmove(T, L, 1);
-      w_header(W, W->task, RS_ERR);
-      lmp_enc_begin(W->E, i + 2);
-      lmp_enc_value(W->E, -1, "error", -1);
       lua_pushinteger(L, (lua_Integer)i + 1);
-      lmp_enc_value(W->E, -1, "error", -1);
-      lua_pop(L, 2);
-      for (k = 1; k <= i; k++) {
-        lua_rawgeti(L, results, (lua_Integer)k);
-        lmp_enc_value(W->E, -1, "result", W->start + (lua_Integer)k - 1);
-        lua_pop(L, 1);
-      }
+      lua_pushvalue(L, results);
+      lua_call(L, 4, 0);
       w_send(L, W);
       return 0;
     }
@@ -305,6 +325,7 @@ static int w_task(lua_State *L) {
   w_header(W, W->task, RS_OK);
   lmp_enc_begin(W->E, n);
   for (i = 1; i <= n; i++) {
+    W->failat = (lua_Integer)i;
     lua_rawgeti(L, results, (lua_Integer)i);
     lmp_enc_value(W->E, -1, "result", W->start + (lua_Integer)i - 1);
     lua_pop(L, 1);
@@ -314,15 +335,6 @@ static int w_task(lua_State *L) {
   return 0;
 }
 
-/* protected: encodes [err] as an RS_ERR reply for item `index` */
-static int w_senderr(lua_State *L) {
-  WState *W = (WState *)lua_touserdata(L, 1);
-  w_header(W, W->task, RS_ERR);
-  lmp_enc_begin(W->E, 2);
-  lmp_enc_value(W->E, 2, "error", -1);
-  lmp_enc_value(W->E, 3, "error", -1);
-  return 0;
-}
 
 /* protected: decodes an inline function and caches it */
 static int w_loadfn(lua_State *L) {
@@ -335,19 +347,36 @@ static int w_loadfn(lua_State *L) {
   return 1;
 }
 
-static void w_reporterr(lua_State *L, WState *W, lua_Integer index) {
-  /* the error value is on top */
+/*
+** Reports the error on top of L as the error of item `index`, after the
+** results in the table at `results` (0: none) of the items before it.
+*/
+static void w_reporterr(lua_State *L, WState *W, lua_Integer index,
+                        int results) {
   lua_pushcfunction(L, w_senderr);
   lua_pushlightuserdata(L, W);
   lua_pushvalue(L, -3);
   lua_pushinteger(L, index);
-  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {  /* even the error won't encode */
+  if (results) lua_pushvalue(L, results);
+  else lua_pushnil(L);
+  if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    /* an earlier result won't encode either: it is the first failure */
     lua_pushcfunction(L, w_senderr);
     lua_pushlightuserdata(L, W);
-    lua_pushliteral(L, "lmp: task failed with an error that cannot be "
-                       "serialized");
-    lua_pushinteger(L, index);
-    if (lua_pcall(L, 3, 0, 0) != LUA_OK) lmp_child_exit(1);
+    lua_pushvalue(L, -3);
+    lua_pushinteger(L, 1);
+    lua_pushnil(L);
+    if (lua_pcall(L, 4, 0, 0) != LUA_OK) {   /* even the error won't */
+      lua_pop(L, 1);
+      lua_pushcfunction(L, w_senderr);
+      lua_pushlightuserdata(L, W);
+      lua_pushliteral(L, "lmp: task failed with an error that cannot be "
+                         "serialized");
+      lua_pushinteger(L, index);
+      lua_pushnil(L);
+      if (lua_pcall(L, 4, 0, 0) != LUA_OK) lmp_child_exit(1);
+    }
   }
   w_send(L, W);                        /* before the error value goes */
   lua_pop(L, 1);
@@ -412,7 +441,7 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
     pool_field(L, pidx, "initargs");   /* [w_init, f, W, initargs] */
     if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
       W.task = 0;
-      w_reporterr(L, &W, 0);
+      w_reporterr(L, &W, 0, 0);
       /* the header said RS_ERR; the parent treats task 0 as init */
       lmp_child_exit(3);
     }
@@ -444,7 +473,7 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
         lua_pushlightuserdata(L, (void *)(p + 8));
         lua_pushinteger(L, (lua_Integer)blen);
         if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-          w_reporterr(L, &W, 1);
+          w_reporterr(L, &W, 1, 0);
           lua_settop(L, base);
           goto next;
         }
@@ -464,10 +493,16 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
       lua_pushcfunction(L, w_task);
       lua_pushlightuserdata(L, &W);
       lua_rawgeti(L, fncache, (lua_Integer)callid);
+      W.failat = 1;
       if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-        /* decoding an argument or encoding a result failed */
-        w_reporterr(L, &W, 1);
+        /* decoding an argument or encoding a result failed: the results
+           before it still go to the parent */
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &W);
+        lua_insert(L, -2);
+        w_reporterr(L, &W, W.failat, lua_istable(L, -2) ? lua_gettop(L) - 1 : 0);
       }
+      lua_pushnil(L);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &W);
       lua_settop(W.T, 1);
       lua_settop(L, base);
     }
