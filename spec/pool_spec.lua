@@ -813,6 +813,56 @@ describe("Pool:imap_unordered", function()
 end)
 
 ---------------------------------------------------------------------------
+describe("Pool (a task's function)", function()
+  -- how many copies of this function the worker has run (kept in its globals)
+  local getinfo = debug.getinfo        -- a library value: the worker's own
+  local function copies()
+    local seen = SEEN_COPIES or {}
+    SEEN_COPIES = seen
+    seen[getinfo(1, "f").func] = true
+    local n = 0
+    for _ in pairs(seen) do n = n + 1 end
+    return n
+  end
+
+  it("is decoded once by a worker and reused by later calls when it has no state", function()
+    local pool <close> = mp.Pool(1)
+    for _ = 1, 5 do assert.are.equal(1, pool:apply(copies)) end
+    assert.are.same({ 1, 1, 1 }, pool:map(copies, { 1, 2, 3 }, 1))
+    assert.are.equal(1, pool:apply_async(copies):get())
+  end)
+
+  it("travels afresh with every call when it has upvalues it could change", function()
+    local pool <close> = mp.Pool(1)
+    local n, t = 0, {}
+    local function bump() n = n + 1; return n end
+    local function put(x) t[#t + 1] = x; return #t end
+    for i = 1, 4 do
+      assert.are.equal(1, pool:apply(bump))
+      assert.are.equal(1, pool:apply(put, { i }))
+    end
+    assert.are.equal(0, n)
+  end)
+
+  it("stays right when the pool's job ids start over", function()
+    -- ids wrap every 12 calls here (a spec-only option).  Each round sends
+    -- `same` (id 1), 9 closures, `same` again (cached: not sent) and one
+    -- more closure: a worker that kept its cache across the wrap evicts the
+    -- previous round's id 1 in the middle of the round, losing `same`
+    local pool <close> = mp.Pool{ processes = 1, _jobidmax = 12 }
+    local function same() return "same" end
+    for round = 1, 6 do
+      assert.are.equal("same", pool:apply(same))
+      for i = 1, 9 do
+        local k = round * 100 + i
+        assert.are.equal(k, pool:apply(function() return k end))
+      end
+      assert.are.equal("same", pool:apply(same))
+      assert.are.equal(-round, pool:apply(function() return -round end))
+    end
+  end)
+end)
+
 describe("Pool:close", function()
   it("refuses new work but lets queued work finish", function()
     local pool <close> = mp.Pool(2)

@@ -588,6 +588,41 @@ static known *known_get(lua_State *L) {
   return K;
 }
 
+/*
+** 1 if the Lua function at idx carries no state of its own: each upvalue is
+** nil, the globals table or a library value (all of which a worker has its
+** own copy of).  A pool worker may then keep the decoded function for later
+** calls: nothing it could change in it would be seen by them.
+*/
+int lmp_fn_stateless(lua_State *L, int idx) {
+  int i, ok = 1, kidx = 0;
+  const void *g;
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TFUNCTION || lua_iscfunction(L, idx)) return 0;
+  luaL_checkstack(L, 12, NULL);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  g = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  for (i = 1; ok && lua_getupvalue(L, idx, i) != NULL; i++) {
+    int t = lua_type(L, -1);
+    const void *p = lua_topointer(L, -1);
+    if (t == LUA_TNIL || (t == LUA_TTABLE && p == g)) {
+      /* the receiver's own */
+    } else if (t == LUA_TTABLE || t == LUA_TUSERDATA ||
+               (t == LUA_TFUNCTION && lua_iscfunction(L, -1))) {
+      if (kidx == 0) {                 /* pushed below the upvalue */
+        known_get(L);
+        lua_insert(L, -2);
+        kidx = lua_gettop(L) - 1;
+      }
+      ok = ph_get(&((known *)lua_touserdata(L, kidx))->h, p) != 0;
+    } else ok = 0;                     /* a value the function could change */
+    lua_pop(L, 1);
+  }
+  if (kidx) lua_pop(L, 1);
+  return ok;
+}
+
 /* writes a T_NAMED for the value at idx if it is a library value */
 static int enc_named(lmp_enc *E, int idx, const void *p) {
   lua_State *L = E->L;

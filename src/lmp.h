@@ -134,6 +134,9 @@ LMP_INTERNAL void lmp_dec_value(lmp_dec *D);   /* pushes one value */
 LMP_INTERNAL void lmp_dec_end(lmp_dec *D);     /* checks trailing bytes,
                                                   drops the ref table */
 
+/* 1: a Lua function whose upvalues are only nil, _G or library values */
+LMP_INTERNAL int lmp_fn_stateless(lua_State *L, int idx);
+
 LMP_INTERNAL void lmp_codec_open(lua_State *L);  /* adds encode/decode/register
                                                     to the table on top */
 

@@ -34,15 +34,18 @@
 #define QUEUED    5e-3
 #define SPIN      50e-6   /* seconds of polling before sleeping */
 #define FNCACHE   16       /* functions a worker keeps, by call id */
+#define JOBID_MAX 0x7fffffff /* job ids start over after this */
 
 enum { K_APPLY, K_MAP, K_IMAP, K_IMAPU };
 enum { J_RUN, J_OK, J_FAIL };
 enum { P_RUN, P_CLOSE, P_TERM };
-enum { F_INLINE = 1, F_STAR = 2, F_APPLY = 4 };
+enum { F_INLINE = 1, F_STAR = 2, F_APPLY = 4,
+       F_FLUSH = 8 };       /* empty the function cache before this task */
 enum { RS_OK = 0, RS_ERR = 1, RS_READY = 2, RS_INITERR = 3 };
 
 typedef struct Task {
   int job;              /* job id, 0 = free slot */
+  int fnid;             /* the function's id in the workers' caches */
   lua_Integer start;    /* index of the first item */
   lua_Integer count;
   int flags;
@@ -65,6 +68,7 @@ typedef struct Worker {
   long assigned;        /* tasks given, for maxtasksperchild */
   int fn[FNCACHE];      /* mirror of the worker's function cache */
   int fnpos;
+  int flush;            /* the worker must empty its cache (ids wrapped) */
 } Worker;
 
 typedef struct Pool {
@@ -78,6 +82,8 @@ typedef struct Pool {
   int ntasks, freetask;
   int requeue, requeuetail;  /* tasks to send again, FIFO */
   int nextjob;
+  int idmax;            /* job ids start over after this */
+  int nfnids;           /* entries of uservalue "fnids": blob -> fnid */
   unsigned long seq;    /* worker names */
   double tasktime;      /* moving average of a task's run time */
   lua_Integer ohead, otail;  /* uservalue "order": jobs with input left */
@@ -88,6 +94,9 @@ typedef struct Pool {
 
 typedef struct Job {
   int id;
+  int fnid;             /* id of its function in the workers' caches: its
+                           own id, or an earlier call's with the same
+                           stateless function */
   int kind;
   int star;
   int state;
@@ -467,6 +476,17 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
       W.start = (lua_Integer)lmp_get64(p + 9);
       p += 17;
       n -= 17;
+      if (W.flags & F_FLUSH) {         /* job ids start over */
+        int k;
+        for (k = 0; k < FNCACHE; k++) {
+          if (W.fnids[k]) {
+            lua_pushnil(L);
+            lua_rawseti(L, fncache, W.fnids[k]);
+          }
+          W.fnids[k] = 0;
+        }
+        W.fnpos = 0;
+      }
       if (W.flags & F_INLINE) {
         size_t blen = (size_t)lmp_get64(p);
         lua_pushcfunction(L, w_loadfn);
@@ -812,6 +832,7 @@ static int job_nexttask(lua_State *L, Pool *P, int pidx, int jidx) {
   }
   t = task_new(L, P);
   P->tasks[t].job = J->id;
+  P->tasks[t].fnid = J->fnid;
   P->tasks[t].start = J->nextin;
   P->tasks[t].count = B.taken;
   P->tasks[t].flags = (J->star ? F_STAR : 0) | (J->kind == K_APPLY ? F_APPLY : 0);
@@ -835,18 +856,20 @@ static void worker_send(lua_State *L, Pool *P, int pidx, Worker *w, int t) {
   int i, inl = 1;
   const char *blob = NULL;
   size_t blen = 0;
+  int flush = w->flush;
+  w->flush = 0;
   for (i = 0; i < FNCACHE; i++)
-    if (w->fn[i] == k->job) inl = 0;
+    if (w->fn[i] == k->fnid) inl = 0;
   if (inl) {
     push_job(L, pidx, k->job);
     job_field(L, -1, JV_FN);
     blob = lua_tolstring(L, -1, &blen);
-    w->fn[w->fnpos] = k->job;
+    w->fn[w->fnpos] = k->fnid;
     w->fnpos = (w->fnpos + 1) % FNCACHE;
   }
   put32(h, (uint32_t)t);
-  put32(h + 4, (uint32_t)k->job);
-  h[8] = (char)(k->flags | (inl ? F_INLINE : 0));
+  put32(h + 4, (uint32_t)k->fnid);
+  h[8] = (char)(k->flags | (inl ? F_INLINE : 0) | (flush ? F_FLUSH : 0));
   lmp_put64(h + 9, (uint64_t)k->start);
   {
     size_t total = 17 + (inl ? 8 + blen : 0) + k->argslen;
@@ -1384,6 +1407,26 @@ static void checktask(lua_State *L, int arg) {
 }
 
 /*
+** Job ids (which also name functions in the workers' caches) start over:
+** every worker must forget the functions it has before the next task, or
+** a new job could run an old job's function.
+*/
+static void pool_wrapids(lua_State *L, Pool *P) {
+  int i;
+  P->nextjob = 0;
+  for (i = 0; i < P->n; i++) {
+    memset(P->w[i].fn, 0, sizeof P->w[i].fn);
+    P->w[i].fnpos = 0;
+    P->w[i].flush = 1;
+  }
+  lua_getiuservalue(L, 1, 1);
+  lua_newtable(L);
+  lua_setfield(L, -2, "fnids");
+  lua_pop(L, 1);
+  P->nfnids = 0;
+}
+
+/*
 ** Creates a job (the AsyncResult) for pool at index 1 and registers it.
 ** input: stack index of the array/iterator/args table, or 0.
 */
@@ -1399,7 +1442,7 @@ static Job *job_new(lua_State *L, Pool *P, int kind, int star, int fn,
   jidx = lua_gettop(L);
   luaL_setmetatable(L, LMP_RESULT);
   J->id = ++P->nextjob;
-  if (P->nextjob >= 0x7fffffff) P->nextjob = 0;
+  if (P->nextjob >= P->idmax) pool_wrapids(L, P);
   J->kind = kind;
   J->star = star;
   J->chunksize = chunk;
@@ -1433,6 +1476,30 @@ static Job *job_new(lua_State *L, Pool *P, int kind, int star, int fn,
   lua_pushlstring(L, s, len);
   job_setfield(L, jidx, JV_FN);
   lua_pop(L, 1);                       /* box */
+  /* a stateless function already sent by an earlier call is not sent
+     again to the workers that still have it */
+  J->fnid = J->id;
+  if (lmp_fn_stateless(L, fn)) {
+    pool_field(L, 1, "fnids");
+    job_field(L, jidx, JV_FN);
+    if (lua_rawget(L, -2) == LUA_TNUMBER) J->fnid = (int)lua_tointeger(L, -1);
+    else {
+      if (++P->nfnids > FNCACHE * 4) { /* older ones are long evicted */
+        lua_pop(L, 2);
+        lua_getiuservalue(L, 1, 1);
+        lua_newtable(L);
+        lua_setfield(L, -2, "fnids");
+        lua_pop(L, 1);
+        pool_field(L, 1, "fnids");
+        lua_pushnil(L);
+        P->nfnids = 1;
+      }
+      job_field(L, jidx, JV_FN);
+      lua_pushinteger(L, J->id);
+      lua_rawset(L, -4);
+    }
+    lua_pop(L, 2);
+  }
   if (kind == K_APPLY) {
     if (input && !lua_isnoneornil(L, input)) {
       if (!lua_istable(L, input))
@@ -1794,6 +1861,7 @@ static int pool_new(lua_State *L) {
   P->state = P_TERM;                   /* harmless until workers exist */
   P->tasktime = QUEUED / MINDEPTH;
   P->depth = MINDEPTH;
+  P->idmax = JOBID_MAX;
   luaL_setmetatable(L, LMP_POOL);
   lua_createtable(L, 0, 6);
   lua_newtable(L);
@@ -1808,7 +1876,14 @@ static int pool_new(lua_State *L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_setfield(L, -2, "ijobs");
+  lua_newtable(L);
+  lua_setfield(L, -2, "fnids");
   if (lua_istable(L, 1)) {
+    /* for the specs only: a small id range, to reach the wrap-around */
+    if (lua_getfield(L, 1, "_jobidmax") == LUA_TNUMBER &&
+        lua_tointeger(L, -1) >= 2 && lua_tointeger(L, -1) < JOBID_MAX)
+      P->idmax = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
     if (lua_getfield(L, 1, "processes") != LUA_TNIL) {
       if (!lua_isinteger(L, -1))
         lmp_error(L, "lmp: Pool processes must be an integer");
