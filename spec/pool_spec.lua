@@ -726,6 +726,16 @@ describe("Pool:imap", function()
     assert.are.same({ 2, 4 }, pool:map(double, { 1, 2 }))
   end)
 
+  it("reports the first failure when a result that won't encode comes before an error", function()
+    local got, err = imap_until_error(function(x)
+      if x == 3 then return coroutine.create(print) end
+      if x == 4 then error("boom at 4") end
+      return x * 10
+    end, range(8))
+    assert.truthy(err:find("lmp: cannot serialize thread at result[3]", 1, true), err)
+    assert.are.same({ 10, 20 }, got)
+  end)
+
   it("yields the results before an argument the worker cannot decode, in its chunk", function()
     -- registered after the workers forked: they do not know the name
     local mt = mp.register("lmp.spec.late", {})
@@ -842,6 +852,52 @@ describe("Pool (a task's function)", function()
       assert.are.equal(1, pool:apply(put, { i }))
     end
     assert.are.equal(0, n)
+  end)
+
+  it("travels afresh when it assigns to an upvalue that is nil", function()
+    local pool <close> = mp.Pool(1)
+    local count
+    local function f() count = (count or 0) + 1; return count end
+    for _ = 1, 4 do assert.are.equal(1, pool:apply(f)) end
+    assert.are.same({ 1, 2, 3 }, pool:map(f, { 1, 2, 3 }, 3))
+    assert.are.same({ 1, 2, 3 }, pool:map(f, { 1, 2, 3 }, 3))
+    assert.is_nil(count)
+  end)
+
+  it("fails each call alike when the worker cannot load it, and the worker goes on", function()
+    local pool <close> = mp.Pool(1)
+    local function same() return "same" end
+    assert.are.equal("same", pool:apply(same))
+    -- a library value the worker, forked before it was loaded, does not have
+    package.loaded["lmp.spec.late"] = { v = 42 }
+    local late = package.loaded["lmp.spec.late"]
+    local function f() return late.v end
+    for _ = 1, 2 do
+      assert_error_with("lmp: decode: module lmp.spec.late is not loaded in this process", pool.apply, pool, f)
+      assert_error_with("lmp: decode: module lmp.spec.late is not loaded in this process", pool.map, pool, f, { 1, 2 })
+    end
+    assert.are.equal("same", pool:apply(same))
+    assert.are.same({ 2, 4 }, pool:map(double, { 1, 2 }))
+    package.loaded["lmp.spec.late"] = nil
+  end)
+
+  it("gives a job its own function when ids start over while an earlier job has input left", function()
+    -- ids wrap every 6 jobs here.  Job 5 uses fa, sent in job 1's time as
+    -- function 1; when the ids start over it still has items to send, and
+    -- the next job must neither take id 1 nor run fa
+    local pool <close> = mp.Pool{ processes = 1, _jobidmax = 6 }
+    local function fa(x) mp.sleep(0.001); return "A" .. x end
+    local function fb(x) return "B" .. x end
+    assert.are.equal("A0", pool:apply(fa, { 0 }))               -- job 1
+    for i = 2, 4 do assert.are.equal(i, pool:apply(double, { i }) / 2) end
+    local a = pool:map_async(fa, range(200), 1)                   -- job 5
+    local c = pool:apply_async(double, { 3 })                     -- job 6
+    local b = pool:map_async(fb, { 1, 2, 3 }, 1)                  -- ids wrap
+    assert.are.same({ "B1", "B2", "B3" }, b:get())
+    assert.are.equal(6, c:get())
+    local want = {}
+    for i = 1, 200 do want[i] = "A" .. i end
+    assert.are.same(want, a:get())
   end)
 
   it("stays right when the pool's job ids start over", function()

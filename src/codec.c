@@ -590,9 +590,10 @@ static known *known_get(lua_State *L) {
 
 /*
 ** 1 if the Lua function at idx carries no state of its own: each upvalue is
-** nil, the globals table or a library value (all of which a worker has its
-** own copy of).  A pool worker may then keep the decoded function for later
-** calls: nothing it could change in it would be seen by them.
+** the globals table or a library value (all of which a worker has its own
+** copy of).  A pool worker may then keep the decoded function for later
+** calls: nothing it could change in it would be seen by them.  A nil
+** upvalue is state: the function may assign to it.
 */
 int lmp_fn_stateless(lua_State *L, int idx) {
   int i, ok = 1, kidx = 0;
@@ -606,7 +607,7 @@ int lmp_fn_stateless(lua_State *L, int idx) {
   for (i = 1; ok && lua_getupvalue(L, idx, i) != NULL; i++) {
     int t = lua_type(L, -1);
     const void *p = lua_topointer(L, -1);
-    if (t == LUA_TNIL || (t == LUA_TTABLE && p == g)) {
+    if (t == LUA_TTABLE && p == g) {
       /* the receiver's own */
     } else if (t == LUA_TTABLE || t == LUA_TUSERDATA ||
                (t == LUA_TFUNCTION && lua_iscfunction(L, -1))) {

@@ -83,6 +83,7 @@ typedef struct Pool {
   int requeue, requeuetail;  /* tasks to send again, FIFO */
   int nextjob;
   int idmax;            /* job ids start over after this */
+  int busy;             /* uservalue "busy" holds ids in use at the wrap */
   int nfnids;           /* entries of uservalue "fnids": blob -> fnid */
   unsigned long seq;    /* worker names */
   double tasktime;      /* moving average of a task's run time */
@@ -268,6 +269,7 @@ static int w_senderr(lua_State *L) {
   lmp_enc_value(W->E, 2, "error", -1);
   lmp_enc_value(W->E, 3, "error", -1);
   for (k = 1; k <= before; k++) {
+    W->failat = k;                     /* for the caller, if it won't */
     lua_rawgeti(L, 4, k);
     lmp_enc_value(W->E, -1, "result", W->start + k - 1);
     lua_pop(L, 1);
@@ -339,14 +341,15 @@ static int w_task(lua_State *L) {
     lmp_enc_value(W->E, -1, "result", W->start + (lua_Integer)i - 1);
     lua_pop(L, 1);
   }
+  W->failat = 1;                       /* a corrupt message: trust none */
   lmp_dec_end(&D);
   w_send(L, W);                        /* results table still anchored */
   return 0;
 }
 
 
-/* protected: decodes an inline function and caches it */
-static int w_loadfn(lua_State *L) {
+/* protected: decodes a task function */
+static int w_loadfn_p(lua_State *L) {
   const char *p = (const char *)lua_touserdata(L, 1);
   size_t len = (size_t)lua_tointeger(L, 2);
   lmp_dec D;
@@ -359,36 +362,48 @@ static int w_loadfn(lua_State *L) {
 /*
 ** Reports the error on top of L as the error of item `index`, after the
 ** results in the table at `results` (0: none) of the items before it.
+** If one of those won't encode, the report is of that item and its
+** encoding error instead: the first failure is what a map raises.  Pops
+** the error.
 */
 static void w_reporterr(lua_State *L, WState *W, lua_Integer index,
                         int results) {
-  lua_pushcfunction(L, w_senderr);
-  lua_pushlightuserdata(L, W);
-  lua_pushvalue(L, -3);
-  lua_pushinteger(L, index);
-  if (results) lua_pushvalue(L, results);
-  else lua_pushnil(L);
-  if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
-    lua_pop(L, 1);
-    /* an earlier result won't encode either: it is the first failure */
+  int err = lua_gettop(L), literal = 0;
+  for (;;) {
     lua_pushcfunction(L, w_senderr);
     lua_pushlightuserdata(L, W);
-    lua_pushvalue(L, -3);
-    lua_pushinteger(L, 1);
-    lua_pushnil(L);
-    if (lua_pcall(L, 4, 0, 0) != LUA_OK) {   /* even the error won't */
+    lua_pushvalue(L, err);
+    lua_pushinteger(L, index);
+    if (results) lua_pushvalue(L, results);
+    else lua_pushnil(L);
+    W->failat = 0;
+    if (lua_pcall(L, 4, 0, 0) == LUA_OK) break;
+    if (W->failat > 0 && W->failat < index) index = W->failat;
+    else if (literal) lmp_child_exit(1);   /* out of memory: the parent
+                                              reports a dead worker */
+    else {                             /* the error value won't encode */
       lua_pop(L, 1);
-      lua_pushcfunction(L, w_senderr);
-      lua_pushlightuserdata(L, W);
       lua_pushliteral(L, "lmp: task failed with an error that cannot be "
                          "serialized");
-      lua_pushinteger(L, index);
-      lua_pushnil(L);
-      if (lua_pcall(L, 4, 0, 0) != LUA_OK) lmp_child_exit(1);
+      literal = 1;
     }
+    lua_replace(L, err);
   }
   w_send(L, W);                        /* before the error value goes */
-  lua_pop(L, 1);
+  lua_settop(L, err - 1);
+}
+
+/*
+** Decodes a task function onto L.  If it won't decode, reports that as the
+** task's error and returns -1.
+*/
+static int w_loadfn(lua_State *L, WState *W, const char *p, size_t len) {
+  lua_pushcfunction(L, w_loadfn_p);
+  lua_pushlightuserdata(L, (void *)p);
+  lua_pushinteger(L, (lua_Integer)len);
+  if (lua_pcall(L, 2, 1, 0) == LUA_OK) return 0;
+  w_reporterr(L, W, 1, 0);
+  return -1;
 }
 
 /* protected: runs the initializer on the task thread.  [f, W, initargs] */
@@ -489,25 +504,32 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
       }
       if (W.flags & F_INLINE) {
         size_t blen = (size_t)lmp_get64(p);
-        lua_pushcfunction(L, w_loadfn);
-        lua_pushlightuserdata(L, (void *)(p + 8));
-        lua_pushinteger(L, (lua_Integer)blen);
-        if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-          w_reporterr(L, &W, 1, 0);
-          lua_settop(L, base);
-          goto next;
-        }
-        /* the cache evicts in the same order as the parent's mirror */
+        /* the cache evicts in the same order as the parent's mirror, even
+           when the function fails to load */
         if (W.fnids[W.fnpos]) {
           lua_pushnil(L);
           lua_rawseti(L, fncache, W.fnids[W.fnpos]);
         }
         W.fnids[W.fnpos] = (int)callid;
         W.fnpos = (W.fnpos + 1) % FNCACHE;
-        lua_rawseti(L, fncache, (lua_Integer)callid);
+        if (w_loadfn(L, &W, p + 8, blen) == 0)
+          lua_rawseti(L, fncache, (lua_Integer)callid);
+        else {
+          /* kept as its bytes: a later call tries again (a module it
+             names may be loaded by then) and fails the same way if not */
+          lua_pushlstring(L, p + 8, blen);
+          lua_rawseti(L, fncache, (lua_Integer)callid);
+          goto next;
+        }
         p += 8 + blen;
         n -= 8 + blen;
+      } else if (lua_rawgeti(L, fncache, (lua_Integer)callid) == LUA_TSTRING) {
+        size_t blen;
+        const char *b = lua_tolstring(L, -1, &blen);
+        if (w_loadfn(L, &W, b, blen) != 0) goto next;
+        lua_rawseti(L, fncache, (lua_Integer)callid);
       }
+      lua_settop(L, base);
       W.args = p;
       W.argslen = n;
       lua_pushcfunction(L, w_task);
@@ -527,6 +549,7 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
       lua_settop(L, base);
     }
   next:
+    lua_settop(L, base);
     lmp_enc_reset(W.E);
     W.done++;
     if (W.maxtasks > 0 && W.done >= W.maxtasks) lmp_child_exit(0);
@@ -1411,19 +1434,78 @@ static void checktask(lua_State *L, int arg) {
 ** every worker must forget the functions it has before the next task, or
 ** a new job could run an old job's function.
 */
-static void pool_wrapids(lua_State *L, Pool *P) {
-  int i;
+static void busy_add(lua_State *L, int busy, lua_Integer id, int *n) {
+  if (id <= 0) return;
+  lua_pushboolean(L, 1);
+  lua_rawseti(L, busy, id);
+  (*n)++;
+}
+
+/*
+** Job ids start over.  The workers empty their function caches, and every
+** id something still refers to -- a job not yet collected, a task in
+** flight or queued, an entry of the input or callback queues, a function
+** id a live job uses -- goes in "busy": no new job takes it before the
+** next wrap, so none can receive another's results or run its function.
+*/
+static void pool_wrapids(lua_State *L, Pool *P, int pidx) {
+  int i, busy, nbusy = 0;
   P->nextjob = 0;
   for (i = 0; i < P->n; i++) {
     memset(P->w[i].fn, 0, sizeof P->w[i].fn);
     P->w[i].fnpos = 0;
     P->w[i].flush = 1;
   }
-  lua_getiuservalue(L, 1, 1);
+  lua_getiuservalue(L, pidx, 1);
   lua_newtable(L);
   lua_setfield(L, -2, "fnids");
-  lua_pop(L, 1);
   P->nfnids = 0;
+  lua_newtable(L);
+  busy = lua_gettop(L);
+  for (i = 0; i < 2; i++) {
+    pool_field(L, pidx, i ? "ijobs" : "jobs");
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      busy_add(L, busy, lua_tointeger(L, -2), &nbusy);
+      busy_add(L, busy, ((Job *)lua_touserdata(L, -1))->fnid, &nbusy);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  for (i = 0; i < 2; i++) {            /* the queues of ids */
+    lua_Integer k, tail = i ? P->ftail : P->otail;
+    pool_field(L, pidx, i ? "finished" : "order");
+    for (k = (i ? P->fhead : P->ohead) + 1; k <= tail; k++) {
+      lua_rawgeti(L, -1, k);
+      busy_add(L, busy, lua_tointeger(L, -1), &nbusy);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  for (i = 1; i < P->ntasks; i++)
+    if (P->tasks[i].job) {
+      busy_add(L, busy, P->tasks[i].job, &nbusy);
+      busy_add(L, busy, P->tasks[i].fnid, &nbusy);
+    }
+  P->busy = nbusy > 0;
+  lua_setfield(L, -2, "busy");
+  lua_pop(L, 1);
+}
+
+/* a job id no one refers to */
+static int pool_newid(lua_State *L, Pool *P, int pidx) {
+  int tries = 0;
+  for (;;) {
+    int id, taken;
+    if (P->nextjob >= P->idmax) pool_wrapids(L, P, pidx);
+    id = ++P->nextjob;
+    if (!P->busy) return id;
+    pool_field(L, pidx, "busy");
+    taken = lua_rawgeti(L, -1, id) != LUA_TNIL;
+    lua_pop(L, 2);
+    if (!taken) return id;
+    if (++tries >= P->idmax) lmp_error(L, "lmp: too many jobs in flight");
+  }
 }
 
 /*
@@ -1441,8 +1523,7 @@ static Job *job_new(lua_State *L, Pool *P, int kind, int star, int fn,
   memset(J, 0, sizeof *J);
   jidx = lua_gettop(L);
   luaL_setmetatable(L, LMP_RESULT);
-  J->id = ++P->nextjob;
-  if (P->nextjob >= P->idmax) pool_wrapids(L, P);
+  J->id = pool_newid(L, P, 1);
   J->kind = kind;
   J->star = star;
   J->chunksize = chunk;
