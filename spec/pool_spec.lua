@@ -864,6 +864,18 @@ describe("Pool (a task's function)", function()
     assert.is_nil(count)
   end)
 
+  it("may be any callable value, also one cached by the workers", function()
+    local smt = getmetatable("")
+    smt.__call = function(s, x) return s .. x end
+    local ok, res = pcall(function()
+      local pool <close> = mp.Pool(1)
+      return { pool:map("p", { 1, 2, 3, 4 }, 1), pool:apply("q", { 1 }) }
+    end)
+    smt.__call = nil
+    assert(ok, res)
+    assert.are.same({ { "p1", "p2", "p3", "p4" }, "q1" }, res)
+  end)
+
   it("fails each call alike when the worker cannot load it, and the worker goes on", function()
     local pool <close> = mp.Pool(1)
     local function same() return "same" end
@@ -898,6 +910,38 @@ describe("Pool (a task's function)", function()
     local want = {}
     for i = 1, 200 do want[i] = "A" .. i end
     assert.are.same(want, a:get())
+  end)
+
+  it("keeps a new job that took a finished iterator's id when that iterator is called again", function()
+    -- in a fresh interpreter with a time limit: the failure this guards
+    -- against is the new imap waiting forever
+    local out, status = support.run_lua([[
+      local pool <close> = mp.Pool{ processes = 1, _jobidmax = 3 }
+      local function double(x) return 2 * x end
+      local old = pool:imap(double, { 1 })                    -- job 1
+      assert(old() == 2 and old() == nil)                     -- done, forgotten
+      assert(pool:apply(double, { 5 }) == 10)                 -- job 2
+      assert(pool:apply(double, { 6 }) == 12)                 -- job 3
+      local new = pool:imap(function(x) mp.sleep(0.02) return x end, { 1, 2, 3 })  -- id 1
+      assert(old() == nil)                                    -- must not forget `new`
+      local got = {}
+      for v in new do got[#got + 1] = v end
+      print("got=" .. table.concat(got, ","))
+    ]], 20)
+    assert.are.equal(0, status, out)
+    assert.are.equal("1,2,3", support.fields(out).got, out)
+  end)
+
+  it("finds a free id after wrapping twice within one call", function()
+    local pool <close> = mp.Pool{ processes = 1, _jobidmax = 4 }
+    local function nap(t) return function() mp.sleep(t) return t end end  -- one id each
+    assert.are.same({ 0, 0 }, { pool:apply(nap(0)), pool:apply(nap(0)) })  -- ids 1, 2
+    local r3, r4 = pool:apply_async(nap(0.1)), pool:apply_async(nap(0.1))   -- ids 3, 4
+    local r1, r2 = pool:apply_async(nap(0.3)), pool:apply_async(nap(0.3))   -- wrap: 1, 2
+    assert.are.same({ 0.1, 0.1 }, { r3:get(), r4:get() })
+    -- ids 3 and 4 are free again, but were busy at the last wrap
+    assert.are.equal(0, pool:apply_async(nap(0)):get())
+    assert.are.same({ 0.3, 0.3 }, { r1:get(), r2:get() })
   end)
 
   it("stays right when the pool's job ids start over", function()

@@ -194,12 +194,20 @@ static Job *push_job(lua_State *L, int pidx, int id) {
   return (Job *)lua_touserdata(L, -1);
 }
 
+/*
+** Unregisters J.  Only if the entry is still J: once forgotten, its id may
+** have gone to a newer job (ids start over), which an old iterator or
+** AsyncResult must not unregister.
+*/
 static void forget_job(lua_State *L, int pidx, Job *J) {
   pool_field(L, pidx, J->kind == K_IMAP || J->kind == K_IMAPU ? "ijobs"
                                                               : "jobs");
-  lua_pushnil(L);
-  lua_rawseti(L, -2, J->id);
-  lua_pop(L, 1);
+  if (lua_rawgeti(L, -1, J->id) == LUA_TUSERDATA &&
+      lua_touserdata(L, -1) == (void *)J) {
+    lua_pushnil(L);
+    lua_rawseti(L, -3, J->id);
+  }
+  lua_pop(L, 2);
 }
 
 /* ====================================================================== */
@@ -438,10 +446,18 @@ static void w_spin(int fd) {
   } while (lmp_now() < end);
 }
 
+/* drops function `id` from a worker's cache (fncache, and fnbad above it) */
+static void w_uncache(lua_State *L, int fncache, int id) {
+  lua_pushnil(L);
+  lua_rawseti(L, fncache, id);
+  lua_pushnil(L);
+  lua_rawseti(L, fncache + 1, id);
+}
+
 static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
                         int pidx, long maxtasks) {
   WState W;
-  int fncache, base;
+  int fncache, fnbad, base;
   memset(&W, 0, sizeof W);
   W.tfd = tfd;
   W.rfd = rfd;
@@ -455,7 +471,9 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
   lua_pushcfunction(W.T, lmp_traceback);
   lua_newtable(L);
   fncache = lua_gettop(L);
-  base = fncache;
+  lua_newtable(L);                     /* id -> bytes that failed to load */
+  fnbad = lua_gettop(L);
+  base = fnbad;
   /* initializer */
   pool_field(L, pidx, "initializer");
   if (!lua_isnil(L, -1)) {
@@ -494,10 +512,7 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
       if (W.flags & F_FLUSH) {         /* job ids start over */
         int k;
         for (k = 0; k < FNCACHE; k++) {
-          if (W.fnids[k]) {
-            lua_pushnil(L);
-            lua_rawseti(L, fncache, W.fnids[k]);
-          }
+          if (W.fnids[k]) w_uncache(L, fncache, W.fnids[k]);
           W.fnids[k] = 0;
         }
         W.fnpos = 0;
@@ -506,10 +521,7 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
         size_t blen = (size_t)lmp_get64(p);
         /* the cache evicts in the same order as the parent's mirror, even
            when the function fails to load */
-        if (W.fnids[W.fnpos]) {
-          lua_pushnil(L);
-          lua_rawseti(L, fncache, W.fnids[W.fnpos]);
-        }
+        if (W.fnids[W.fnpos]) w_uncache(L, fncache, W.fnids[W.fnpos]);
         W.fnids[W.fnpos] = (int)callid;
         W.fnpos = (W.fnpos + 1) % FNCACHE;
         if (w_loadfn(L, &W, p + 8, blen) == 0)
@@ -518,16 +530,19 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
           /* kept as its bytes: a later call tries again (a module it
              names may be loaded by then) and fails the same way if not */
           lua_pushlstring(L, p + 8, blen);
-          lua_rawseti(L, fncache, (lua_Integer)callid);
+          lua_rawseti(L, fnbad, (lua_Integer)callid);
           goto next;
         }
         p += 8 + blen;
         n -= 8 + blen;
-      } else if (lua_rawgeti(L, fncache, (lua_Integer)callid) == LUA_TSTRING) {
+      } else if (lua_rawgeti(L, fncache, (lua_Integer)callid) == LUA_TNIL &&
+                 lua_rawgeti(L, fnbad, (lua_Integer)callid) == LUA_TSTRING) {
         size_t blen;
         const char *b = lua_tolstring(L, -1, &blen);
         if (w_loadfn(L, &W, b, blen) != 0) goto next;
         lua_rawseti(L, fncache, (lua_Integer)callid);
+        lua_pushnil(L);
+        lua_rawseti(L, fnbad, (lua_Integer)callid);
       }
       lua_settop(L, base);
       W.args = p;
@@ -1497,7 +1512,10 @@ static int pool_newid(lua_State *L, Pool *P, int pidx) {
   int tries = 0;
   for (;;) {
     int id, taken;
-    if (P->nextjob >= P->idmax) pool_wrapids(L, P, pidx);
+    if (P->nextjob >= P->idmax) {
+      pool_wrapids(L, P, pidx);
+      tries = 0;                       /* ids skipped before are free now */
+    }
     id = ++P->nextjob;
     if (!P->busy) return id;
     pool_field(L, pidx, "busy");
