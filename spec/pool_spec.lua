@@ -760,6 +760,20 @@ describe("Pool:imap", function()
     assert.are.same({ 2, 4, 6, 8 }, got)
   end)
 
+  it("returns nil, without waiting, when called again after a break closed it", function()
+    -- in a fresh interpreter with a time limit: the failure is a wait forever
+    local out, status = support.run_lua([[
+      local pool <close> = mp.Pool(1)
+      local it, s, c, closer = pool:imap(function(x) mp.sleep(0.05) return x end, { 1, 2, 3, 4 })
+      for v in it, s, c, closer do assert(v == 1) break end
+      print("again=" .. tostring(it()) .. "," .. tostring(it()))
+      print("after=" .. table.concat(pool:map(function(x) return x + 1 end, { 1, 2 }), ","))
+    ]], 20)
+    assert.are.equal(0, status, out)
+    assert.are.equal("nil,nil", support.fields(out).again, out)
+    assert.are.equal("2,3", support.fields(out).after, out)
+  end)
+
   it("ends a generic for at a nil result (documented caveat), while the index still counts", function()
     local it = pool:imap(function(x) if x ~= 2 then return x end end, { 1, 2, 3 }, 1)
     assert.are.same({ 1, 1 }, { it() })

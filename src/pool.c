@@ -113,6 +113,7 @@ typedef struct Job {
   int cbpending;
   lua_Integer evtail;   /* imap_unordered: events queued (yielded = head) */
   int raised;           /* imap: its error was handed out; raise it again */
+  int closed;           /* imap: its closer ran; the iterator ends */
 } Job;
 
 /* uservalue slots of a Job's table */
@@ -1763,6 +1764,10 @@ static int imap_next(lua_State *L) {
     job_field(L, jidx, JV_ERR);
     return lua_error(L);
   }
+  if (J->closed) {                     /* its results are no longer kept */
+    lua_pushnil(L);
+    return 1;
+  }
   job_field(L, jidx, JV_POOL);
   P = (Pool *)lua_touserdata(L, -1);
   if (!imap_has(L, J, jidx)) {
@@ -1849,6 +1854,7 @@ static int res_close(lua_State *L) {
   if ((J->kind == K_IMAP || J->kind == K_IMAPU) && J->state == J_RUN) {
     J->stopped = 1;
     J->inputdone = 1;
+    J->closed = 1;
     job_field(L, 1, JV_POOL);
     if (((Pool *)lua_touserdata(L, -1))->owner == getpid())
       forget_job(L, lua_gettop(L), J);
