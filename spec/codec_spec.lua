@@ -212,6 +212,31 @@ describe("mp.encode", function()
     assert.are.equal(900, depth)
   end)
 
+  it("round-trips 300 levels of closures, custom and metatable'd tables in one value", function()
+    -- every kind of nesting the stack checks cover, stacked deep
+    local Box = mp.register("lmp.spec.deepbox", { __index = { kind = "box" } })
+    local Wrap = { __serialize = function(w) return { w.inner } end,
+                   __deserialize = function(t) return { inner = t[1], rebuilt = true } end }
+    mp.register("lmp.spec.deepwrap", Wrap)
+    local v = "bottom"
+    for i = 1, 300 do
+      local inner = v
+      if i % 3 == 0 then v = setmetatable({ inner }, Box)
+      elseif i % 3 == 1 then v = function() return inner end
+      else v = setmetatable({ inner = inner }, Wrap) end
+    end
+    local got = mp.decode(mp.encode(v), { functions = true })
+    local depth = 0
+    while type(got) ~= "string" do
+      depth = depth + 1
+      if type(got) == "function" then got = got()
+      elseif got.rebuilt then got = got.inner
+      else assert.are.equal("box", got.kind); got = got[1] end
+    end
+    assert.are.equal(300, depth)
+    assert.are.equal("bottom", got)
+  end)
+
   describe("on a value it cannot serialize", function()
     it("names a userdata argument by its path", function()
       local f = io.tmpfile()

@@ -773,7 +773,10 @@ static void enc_tagat(lmp_enc *E, lua_Integer id) {
 static void enc_enter(lmp_enc *E, const epath *path) {
   if (++E->depth > LMP_MAXDEPTH)
     enc_fail(E, path, "a value nested more than 1000 levels deep");
-  if (!lua_checkstack(E->L, 6)) enc_fail(E, path, "a value (stack overflow)");
+  /* room for this level and the next seven (a level takes at most 6
+     slots), asked every eighth level: one call, not one per table */
+  if ((E->depth & 7) == 1 && !lua_checkstack(E->L, 6 * 8))
+    enc_fail(E, path, "a value (stack overflow)");
 }
 
 /* the value has a metatable with __serialize (on top of the stack) */
@@ -883,9 +886,11 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
   lua_pushnil(L);
   top = lua_gettop(L) + 1;             /* where lua_next leaves the value */
   while (lua_next(L, idx)) {
-    int kt = lua_type(L, top - 1);
-    if (hat == 0 && kt == LUA_TNUMBER && lua_isinteger(L, top - 1) &&
-        lua_tointeger(L, top - 1) == (lua_Integer)narr + 1) {
+    int kt = lua_type(L, top - 1), isint = 0;
+    /* a float key is never integral (Lua normalizes those), so for a
+       number key lua_tointegerx answers "integer?" and "which?" at once */
+    if (hat == 0 && kt == LUA_TNUMBER &&
+        lua_tointegerx(L, top - 1, &isint) == (lua_Integer)narr + 1 && isint) {
       narr++;
       sub.kind = P_INDEX;
       sub.i = (lua_Integer)narr;
@@ -1143,7 +1148,9 @@ static void dec_value(lmp_dec *D);
 static void dec_enter(lmp_dec *D) {
   if (++D->depth > LMP_MAXDEPTH)
     dec_fail(D, "value nested more than 1000 levels deep");
-  if (!lua_checkstack(D->L, 8)) dec_fail(D, "stack overflow");
+  /* as enc_enter: a level takes at most 8 slots */
+  if ((D->depth & 7) == 1 && !lua_checkstack(D->L, 8 * 8))
+    dec_fail(D, "stack overflow");
 }
 
 static lua_Integer dec_newref(lmp_dec *D) {
