@@ -712,6 +712,17 @@ describe("Process:get", function()
     assert.is_true(p:join(30))
   end)
 
+  it("returns results on either side of the pipe's sizes (64 KiB, 1 MiB) intact", function()
+    local track <close> = reaper()
+    for _, size in ipairs({ 65535, 65537, 2 ^ 20 - 64, 2 ^ 20 + 64, 3 * 2 ^ 20 }) do
+      size = math.tointeger(size)
+      local p = track(mp.Process(function() return ("z"):rep(size - 1) .. "!" end)):start()
+      local s = p:get(30)
+      assert.are.equal(size, #s)
+      assert.are.equal("!", s:sub(-1))
+    end
+  end)
+
   it("re-raises a string error with the child's traceback appended", function()
     local track <close> = reaper()
     local p = track(mp.Process(function() error("boom in child") end)):start()

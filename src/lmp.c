@@ -367,7 +367,19 @@ typedef struct Proc {
   const char *frame;    /* into rd, once gotframe */
   size_t framelen;
   lmp_reader rd;
+  double started;       /* lmp_now() at start */
 } Proc;
+
+/*
+** For its first PIPEWAIT seconds a child is waited for by its pidfd alone.
+** A wake-up by its pipe write would move the parent to the child's CPU
+** (the scheduler pulls a task woken by a pipe to the waker's CPU), and the
+** migration costs a short-lived child more than all its other
+** bookkeeping; its result waits in the pipe (1 MiB) until it exits.  A
+** bigger result would block the child until we read, so after PIPEWAIT
+** the pipe is watched too: it is drained at most PIPEWAIT late.
+*/
+#define PIPEWAIT 1e-3
 
 static Proc *checkproc(lua_State *L, int idx) {
   return (Proc *)luaL_checkudata(L, idx, LMP_PROCESS);
@@ -443,7 +455,8 @@ static int proc_wait(lua_State *L, Proc *p, double deadline) {
   for (;;) {
     struct pollfd fds[2];
     unsigned n = 0;
-    int r, status;
+    int r, status, piped = 0;
+    double until = deadline;
     proc_poll(L, p);
     if (p->reaped) {
       proc_drain(L, p);                /* whatever it wrote before exiting */
@@ -451,9 +464,15 @@ static int proc_wait(lua_State *L, Proc *p, double deadline) {
       return 1;
     }
     if (p->fd >= 0 && !p->gotframe) {
-      fds[n].fd = p->fd;
-      fds[n].events = POLLIN;
-      n++;
+      double late = p->started + PIPEWAIT;
+      if (p->pidfd >= 0 && lmp_now() < late) {
+        if (until < 0 || until > late) until = late;
+      } else {
+        fds[n].fd = p->fd;
+        fds[n].events = POLLIN;
+        n++;
+        piped = 1;
+      }
     }
     if (p->pidfd >= 0) {
       fds[n].fd = p->pidfd;
@@ -474,11 +493,14 @@ static int proc_wait(lua_State *L, Proc *p, double deadline) {
         continue;
       }
     }
-    r = lmp_poll(L, &h, fds, n, deadline);
+    r = lmp_poll(L, &h, fds, n, until);
     if (r == -2) return -2;
     if (r < 0) lmp_syserror(L, "poll");
-    if (r == 0) return 0;
-    if (p->fd >= 0 && !p->gotframe && fds[0].revents) proc_drain(L, p);
+    if (r == 0) {
+      if (deadline >= 0 && lmp_now() >= deadline) return 0;
+      continue;                        /* PIPEWAIT is over */
+    }
+    if (piped && fds[0].revents) proc_drain(L, p);
   }
 }
 
@@ -646,6 +668,7 @@ static int proc_start(lua_State *L) {
   }
   close(fds[1]);
   p->pid = pid;
+  p->started = lmp_now();
   lmp_child_add(L, pid, 1);            /* reaped by someone, whatever follows */
   fcntl(fds[0], F_SETFL, O_NONBLOCK);
   lmp_track_fd(L, S, fds[0]);          /* closes it if it raises */
