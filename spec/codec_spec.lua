@@ -682,6 +682,20 @@ describe("mp.decode", function()
       end
     end)
 
+    it("raises on a nil or NaN table key, however the key is written", function()
+      local nan = wire.body(0 / 0)
+      local one = wire.body(1)
+      assert.truthy(assert_decode_error(wire.msg(1, wire.TAB .. "\0\1" .. wire.NIL .. one)):find("nil table key", 1, true))
+      assert.truthy(assert_decode_error(wire.msg(1, wire.TAB .. "\0\1" .. nan .. one)):find("NaN table key", 1, true))
+      -- the same keys, arriving with a table value after them
+      assert.truthy(assert_decode_error(wire.msg(1, wire.TAB .. "\0\1" .. nan .. wire.TAB .. "\0\0")):find("NaN table key", 1, true))
+      -- while integer, string and back-referenced table keys decode
+      local t = {}
+      local got = mp.decode(mp.encode({ [t] = 1, [3.5] = 2, k = 3, [-7] = 4, [true] = 5, t }))
+      assert.are.same({ 2, 3, 4, 5 }, { got[3.5], got.k, got[-7], got[true] })
+      assert.are.equal(1, got[got[1]])
+    end)
+
     it("raises on dangling back-references", function()
       local first = wire.firstref
       assert_decode_error(wire.msg(1, wire.REF .. leb(first)))

@@ -1187,7 +1187,15 @@ static void dec_table(lmp_dec *D, int keep) {
     lua_rawseti(L, -2, (lua_Integer)i);
   }
   for (i = 0; i < nhash; i++) {
+    int kt = D->p < D->end ? *D->p : T_NIL;
     dec_value(D);
+    /* these tags never decode to nil or NaN (a T_REF names a kept table,
+       string, function or custom value, never nil): no check needed */
+    if (kt == T_REF || kt == T_SKEY || kt == T_STR || kt == T_INT) {
+      dec_value(D);
+      lua_rawset(L, -3);
+      continue;
+    }
     switch (lua_type(L, -1)) {
       case LUA_TNIL: dec_fail(D, "nil table key"); break;
       case LUA_TNUMBER:
