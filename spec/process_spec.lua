@@ -859,3 +859,106 @@ describe("mp.Process (review regressions)", function()
     assert.truthy(f.co_err and f.co_err:find("args boom", 1, true), out)
   end)
 end)
+
+---------------------------------------------------------------------------
+describe("mp.Process (second review)", function()
+  it("takes the status mp.wait reaped for it: join returns at once with it", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function() os.exit(3) end)):start()
+    local w, how, code = mp.wait(p.pid)
+    assert.are.same({ p.pid, "exited", 3 }, { w, how, code })
+    assert.is_true(p:join(0))
+    assert.are.equal(3, p.exitcode)
+    assert.is_false(p:is_alive())
+  end)
+
+  it("refuses a pid that does not fit pid_t instead of wrapping it to -1", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(sleeper(30))):start()
+    -- signal 0 only: were the check ever lost, 2^32 - 1 would become
+    -- kill(-1, sig), every process of the user
+    for _, pid in ipairs({ 2 ^ 32 - 1, (1 << 32) + p.pid, -(1 << 40), 1.5, "12" }) do
+      assert_lmp_error(mp.kill, pid, 0)
+      assert_lmp_error(mp.wait, pid, true)
+    end
+    assert.is_true(p:is_alive())           -- nothing was sent
+  end)
+
+  it("lets a child with a result bigger than the pipe exit while the script only polls", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function() return ("z"):rep(3 * 2 ^ 20) end)):start()
+    assert.is_true(wait_until(function() return not p:is_alive() end, 20))
+    assert.are.equal(0, p.exitcode)
+    assert.are.equal(3 * 2 ^ 20, #p:get(5))
+  end)
+
+  it("gives back the fds and zombies of finished children nobody joined when the next starts", function()
+    local track <close> = reaper()
+    local before = open_fds()
+    local started = {}
+    for i = 1, 30 do started[i] = track(mp.Process(function() return i end)):start() end
+    -- zombies by now, holding their pipes and pidfds: nothing polled them
+    local pids = {}
+    for i, p in ipairs(started) do pids[i] = p.pid end
+    assert.is_true(wait_until(function()
+      for _, pid in ipairs(pids) do if not dead(pid) then return false end end
+      return true
+    end, 20))
+    local zombies = 0
+    for _, pid in ipairs(pids) do if not support.gone(pid) then zombies = zombies + 1 end end
+    assert.is_true(zombies > 0)            -- the last ones at least
+    track(mp.Process(function() end)):start():join()
+    assert.is_true(open_fds() <= before + 2, ("%d fds before, %d after"):format(before, open_fds()))
+    for _, pid in ipairs(pids) do assert.is_true(support.gone(pid)) end
+    for i, p in ipairs(started) do assert.are.equal(i, p:get(5)) end
+  end)
+
+  it("ends a child as a script ends: its children joined, its daemons terminated", function()
+    local done = tmpname()
+    local track <close> = reaper()
+    local p = track(mp.Process(function()
+      mp.Process(function()
+        mp.sleep(0.3)
+        io.open(done, "w"):write("yes"):close()
+      end):start()
+      local d = mp.Process { target = sleeper(30), daemon = true }:start()
+      return d.pid
+    end)):start()
+    local dpid = p:get(20)
+    assert.is_true(p:join(20))
+    assert.are.equal("yes", slurp(done))  -- the grandchild ran to its end first
+    assert.is_true(wait_until(function() return dead(dpid) end, 10))
+    os.remove(done)
+  end)
+
+  it("lets Ctrl-C through mp.wait(pid) while the child runs on", function()
+    local out, status = run_lua([[
+      local me = mp.getpid()
+      local c = assert(mp.fork())
+      if c == 0 then mp.sleep(5) os.exit(0) end
+      local k = assert(mp.fork())
+      if k == 0 then mp.sleep(0.2) mp.kill(me, "INT") os.exit(0) end
+      local ok, err = pcall(mp.wait, c)
+      print("ok=" .. tostring(ok))
+      print("err=" .. tostring(err))
+      print("childalive=" .. tostring(mp.wait(c, true) == 0))
+      mp.kill(c, "KILL") mp.wait(c) mp.wait(k)
+    ]], 20)
+    local f = fields(out)
+    assert.are.equal("false", f.ok, out)
+    assert.truthy(f.err and f.err:find("interrupted", 1, true), out)
+    assert.are.equal("true", f.childalive, out)
+  end)
+
+  it("raises lmp: errors for misuse of a Process object", function()
+    local track <close> = reaper()
+    local p = track(mp.Process(function() end)):start()
+    assert.are.equal("lmp: negative timeout", errmsg(p.join, p, -1))
+    assert.truthy(errmsg(p.join, p, "x"):find("^lmp: timeout must be a number"))
+    assert.truthy(errmsg(p.join, 1):find("^lmp: expected a Process, got number"))
+    assert.truthy(errmsg(mp.Process):find("^lmp: Process target must be callable, got nil"))
+    assert.truthy(errmsg(function() p.name = {} end):find("^lmp: Process name must be a string"))
+    assert.is_nil(p[true])
+    p:join()
+  end)
+end)

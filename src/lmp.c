@@ -113,21 +113,23 @@ void lmp_child_remove(lua_State *L, pid_t pid) {
   lua_pop(L, 1);
 }
 
+/*
+** Reaps pool worker `pid`.  A status mp.wait() parked for it comes first:
+** once reaped, the pid may already name another process.
+*/
 pid_t lmp_reap(lua_State *L, pid_t pid, int *status, int nohang) {
-  pid_t r;
+  pid_t r = -1;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_REAPED);
+  if (lua_rawgeti(L, -1, (lua_Integer)pid) == LUA_TNUMBER) {
+    *status = (int)lua_tointeger(L, -1);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, (lua_Integer)pid);
+    r = pid;
+  }
+  lua_pop(L, 2);
+  if (r == pid) return r;
   do r = waitpid(pid, status, nohang ? WNOHANG : 0);
   while (r < 0 && errno == EINTR);
-  if (r < 0 && errno == ECHILD) {      /* mp.wait() may have taken it */
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_REAPED);
-    if (lua_rawgeti(L, -1, (lua_Integer)pid) == LUA_TNUMBER) {
-      *status = (int)lua_tointeger(L, -1);
-      lua_pushnil(L);
-      lua_rawseti(L, -3, (lua_Integer)pid);
-      r = pid;
-    }
-    lua_pop(L, 2);
-    if (r < 0) errno = ECHILD;
-  }
   return r;
 }
 
@@ -277,23 +279,65 @@ static int mp_getppid(lua_State *L) {
   return 1;
 }
 
+/* a pid argument: an integer that fits pid_t (a wider one would wrap,
+   4294967295 to -1, which kill() takes for "every process") */
+static pid_t checkpid(lua_State *L, int arg) {
+  int ok = 0;
+  lua_Integer v = lua_tointegerx(L, arg, &ok);
+  if (!ok || lua_type(L, arg) != LUA_TNUMBER)
+    lmp_error(L, "lmp: pid must be an integer, got %s",
+              luaL_typename(L, arg));
+  if (v < INT_MIN || v > INT_MAX)
+    lmp_error(L, "lmp: pid %I out of range", (LUAI_UACINT)v);
+  return (pid_t)v;
+}
+
+static void child_reaped(lua_State *L, pid_t pid, int status);
+
 static int mp_wait(lua_State *L) {
-  pid_t pid = (pid_t)luaL_optinteger(L, 1, -1), r;
+  pid_t pid = lua_isnoneornil(L, 1) ? -1 : checkpid(L, 1), r;
   int nohang = lua_toboolean(L, 2), status = 0;
-  do r = waitpid(pid, &status, nohang ? WNOHANG : 0);
-  while (r < 0 && errno == EINTR);
+  if (!nohang && pid > 0) {
+    /* waitpid is restarted after a signal handler (SA_RESTART); poll is
+       not, so Ctrl-C can reach the script.  Only for a child of ours that
+       is still running: a pidfd would wait for anyone's process */
+    int pfd = -1;
+    do r = waitpid(pid, &status, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0) pfd = lmp_pidfd(pid);
+    if (pfd >= 0) {
+      struct pollfd f;
+      lmp_hook h;
+      int stop = 0;
+      f.fd = pfd;
+      f.events = POLLIN;
+      lmp_hook_save(L, &h);
+      for (;;) {
+        f.revents = 0;
+        if (poll(&f, 1, -1) >= 0) break;
+        if (errno != EINTR) break;
+        if (lmp_hook_changed(L, &h)) {
+          stop = 1;                    /* as mp.sleep: the hook raises */
+          break;
+        }
+      }
+      close(pfd);
+      if (stop) {
+        errno = EINTR;
+        return pushfail(L, "wait");
+      }
+    }
+    if (r == 0)
+      do r = waitpid(pid, &status, 0);
+      while (r < 0 && errno == EINTR);
+  } else {
+    do r = waitpid(pid, &status, nohang ? WNOHANG : 0);
+    while (r < 0 && errno == EINTR);
+  }
   if (r < 0) return pushfail(L, "wait");
   lua_pushinteger(L, (lua_Integer)r);
   if (r == 0) return 1;
-  /* a child of an lmp object: park its status for the object */
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
-  if (lua_rawgeti(L, -1, (lua_Integer)r) != LUA_TNIL) {
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_REAPED);
-    lua_pushinteger(L, status);
-    lua_rawseti(L, -2, (lua_Integer)r);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 2);
+  child_reaped(L, r, status);
   if (WIFSIGNALED(status)) {
     lua_pushliteral(L, "signaled");
     lua_pushinteger(L, WTERMSIG(status));
@@ -305,7 +349,7 @@ static int mp_wait(lua_State *L) {
 }
 
 static int mp_kill(lua_State *L) {
-  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  pid_t pid = checkpid(L, 1);
   int sig = checksignal(L, 2, "TERM");
   if (kill(pid, sig) != 0) return pushfail(L, "kill");
   lua_pushboolean(L, 1);
@@ -382,7 +426,7 @@ typedef struct Proc {
 #define PIPEWAIT 1e-3
 
 static Proc *checkproc(lua_State *L, int idx) {
-  return (Proc *)luaL_checkudata(L, idx, LMP_PROCESS);
+  return (Proc *)lmp_checkudata(L, idx, LMP_PROCESS, "Process");
 }
 
 static Proc *ownproc(lua_State *L, int idx) {
@@ -410,11 +454,39 @@ static void proc_setreaped(lua_State *L, Proc *p, int status) {
   lmp_child_remove(L, p->pid);
 }
 
+/* waitpid for a Process: mp.wait() hands its status over directly */
+static pid_t proc_reap(Proc *p, int *status, int nohang) {
+  pid_t r;
+  do r = waitpid(p->pid, status, nohang ? WNOHANG : 0);
+  while (r < 0 && errno == EINTR);
+  return r;
+}
+
 /* non-blocking status check */
 static void proc_poll(lua_State *L, Proc *p) {
   int status;
-  if (p->pid > 0 && !p->reaped && lmp_reap(L, p->pid, &status, 1) == p->pid)
+  if (p->pid > 0 && !p->reaped && proc_reap(p, &status, 1) == p->pid)
     proc_setreaped(L, p, status);
+}
+
+/*
+** mp.wait() reaped `pid`.  A Process takes the status at once, so nothing
+** later waits for or signals a pid that may name another process by then;
+** a pool worker's is parked for lmp_reap.
+*/
+static void child_reaped(lua_State *L, pid_t pid, int status) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
+  if (lua_rawgeti(L, -1, (lua_Integer)pid) != LUA_TNIL) {
+    Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
+    if (q != NULL) proc_setreaped(L, q, status);
+    else {
+      luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_REAPED);
+      lua_pushinteger(L, status);
+      lua_rawseti(L, -2, (lua_Integer)pid);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 2);
 }
 
 /*
@@ -442,6 +514,33 @@ static void proc_drain(lua_State *L, Proc *p) {
       p->fd = -1;
     }
   }
+}
+
+/*
+** Non-blocking: reads what the child wrote (a result bigger than the pipe
+** must not keep it from exiting while the script only polls), reaps it if
+** it ended, and then lets its fds go (the result stays in the reader).
+*/
+static void proc_check(lua_State *L, Proc *p) {
+  if (p->pid <= 0 || p->owner != getpid()) return;
+  if (p->fd >= 0 && !p->gotframe) proc_drain(L, p);
+  proc_poll(L, p);
+  if (p->reaped) {
+    proc_drain(L, p);
+    proc_closefds(L, p);
+  }
+}
+
+/* proc_check for every Process of ours still registered as running */
+static void check_children(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {            /* proc_check may clear the entry */
+    Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
+    if (q != NULL) proc_check(L, q);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
 }
 
 /*
@@ -481,7 +580,7 @@ static int proc_wait(lua_State *L, Proc *p, double deadline) {
     } else if (n == 0) {
       /* no pidfd and no more data expected: the child is exiting */
       if (deadline < 0) {
-        if (lmp_reap(L, p->pid, &status, 0) == p->pid)
+        if (proc_reap(p, &status, 0) == p->pid)
           proc_setreaped(L, p, status);
         else lmp_syserror(L, "waitpid");
         continue;
@@ -539,7 +638,8 @@ static int proc_new(lua_State *L) {
     p->daemon = lua_toboolean(L, -1);
     lua_pop(L, 1);
   } else {
-    lua_pushvalue(L, 1);
+    if (n > 0) lua_pushvalue(L, 1);
+    else lua_pushnil(L);             /* index 1 is now the new object */
     lua_setfield(L, -2, "target");
     lua_createtable(L, n > 1 ? n - 1 : 0, 1);
     for (i = 2; i <= n; i++) {
@@ -599,6 +699,8 @@ static int child_send(lua_State *L) {
   return 0;
 }
 
+static void finish_children(lua_State *L);
+
 static void child_main(lua_State *L, int fd, int pidx) {
   int ok, code;
   lua_settop(L, pidx);
@@ -623,6 +725,7 @@ static void child_main(lua_State *L, int fd, int pidx) {
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) lmp_child_exit(1);
     code = 1;
   }
+  finish_children(L);
   lmp_child_exit(code);
 }
 
@@ -642,6 +745,9 @@ static int proc_start(lua_State *L) {
   pid_t pid;
   const char *name;
   if (p->pid != 0) return lmp_error(L, "lmp: process already started");
+  /* like Python's start(): finished children nobody joined give back
+     their fds and zombies now, not at exit */
+  check_children(L);
   pushfield(L, 1, "name");
   name = lua_tostring(L, -1);
   if (lmp_pipe(fds) != 0) return lmp_syserror(L, "pipe");
@@ -729,7 +835,7 @@ static int proc_get(lua_State *L) {
 
 static int proc_is_alive(lua_State *L) {
   Proc *p = ownproc(L, 1);
-  proc_poll(L, p);
+  proc_check(L, p);
   lua_pushboolean(L, p->pid > 0 && !p->reaped);
   return 1;
 }
@@ -747,14 +853,14 @@ static int proc_kill(lua_State *L) { return proc_signal(L, SIGKILL); }
 
 static int proc_index(lua_State *L) {
   Proc *p = checkproc(L, 1);
-  const char *k = luaL_checkstring(L, 2);
+  const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
   if (strcmp(k, "pid") == 0) {
     if (p->pid) lua_pushinteger(L, (lua_Integer)p->pid);
     else lua_pushnil(L);
   } else if (strcmp(k, "name") == 0) pushfield(L, 1, "name");
   else if (strcmp(k, "daemon") == 0) lua_pushboolean(L, p->daemon);
   else if (strcmp(k, "exitcode") == 0) {
-    if (p->owner == getpid()) proc_poll(L, p);
+    proc_check(L, p);
     if (!p->reaped) lua_pushnil(L);
     else if (WIFSIGNALED(p->status))
       lua_pushinteger(L, -(lua_Integer)WTERMSIG(p->status));
@@ -769,9 +875,11 @@ static int proc_index(lua_State *L) {
 
 static int proc_newindex(lua_State *L) {
   Proc *p = checkproc(L, 1);
-  const char *k = luaL_checkstring(L, 2);
+  const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?";
   if (strcmp(k, "name") == 0) {
-    luaL_checkstring(L, 3);
+    if (lua_type(L, 3) != LUA_TSTRING)
+      return lmp_error(L, "lmp: Process name must be a string, got %s",
+                       luaL_typename(L, 3));
     lua_getiuservalue(L, 1, 1);
     lua_pushvalue(L, 3);
     lua_setfield(L, -2, "name");
@@ -797,8 +905,10 @@ static void kill_daemons(lua_State *L) {
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
-    if (q && q->daemon && !q->reaped && q->owner == getpid())
-      kill(q->pid, SIGTERM);
+    if (q && q->daemon && q->owner == getpid()) {
+      proc_poll(L, q);                 /* a reaped pid is no longer ours */
+      if (!q->reaped) kill(q->pid, SIGTERM);
+    }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -809,13 +919,8 @@ static void kill_daemons(lua_State *L) {
 ** reaped, so only lua_close (the main script ending) can finalize it while
 ** it runs: then non-daemon children are joined and daemons terminated.
 */
-static int proc_gc(lua_State *L) {
-  Proc *p = checkproc(L, 1);
-  if (p->owner != getpid()) {          /* inherited: its fds were closed at
-                                          the fork; only memory is ours */
-    lmp_reader_free(&p->rd);
-    return 0;
-  }
+static void proc_finish(lua_State *L, Proc *p) {
+  proc_poll(L, p);                     /* a reaped pid is no longer ours */
   if (p->pid > 0 && !p->reaped) {
     if (p->daemon) {
       kill(p->pid, SIGTERM);
@@ -832,8 +937,30 @@ static int proc_gc(lua_State *L) {
     }
   }
   proc_closefds(L, p);
+}
+
+static int proc_gc(lua_State *L) {
+  Proc *p = checkproc(L, 1);
+  if (p->owner == getpid()) proc_finish(L, p);
+  /* else inherited: its fds were closed at the fork; only memory is ours */
   lmp_reader_free(&p->rd);
   return 0;
+}
+
+/*
+** A Process child ends as the main script does (Python's _exit_function):
+** daemons it started are terminated, its other children joined.
+*/
+static void finish_children(lua_State *L) {
+  kill_daemons(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {            /* proc_finish clears the entry */
+    Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
+    if (q != NULL && q->owner == getpid()) proc_finish(L, q);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
 }
 
 static int mp_active_children(lua_State *L) {
@@ -844,7 +971,7 @@ static int mp_active_children(lua_State *L) {
   while (lua_next(L, -2)) {
     Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
     if (q != NULL) {
-      proc_poll(L, q);                 /* reaps finished ones */
+      proc_check(L, q);                /* reaps finished ones */
       if (!q->reaped) {
         lua_pushvalue(L, -1);
         lua_rawseti(L, -5, ++i);

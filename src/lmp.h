@@ -155,6 +155,8 @@ typedef struct lmp_hook {
 
 LMP_INTERNAL void lmp_hook_save(lua_State *L, lmp_hook *h);
 LMP_INTERNAL int lmp_hook_changed(lua_State *L, const lmp_hook *h);
+LMP_INTERNAL void *lmp_checkudata(lua_State *L, int idx, const char *tname,
+                                  const char *what);
 
 LMP_INTERNAL double lmp_now(void);   /* monotonic seconds */
 /*

@@ -147,7 +147,7 @@ static uint32_t get32(const char *p) {
 
 
 static Pool *checkpool(lua_State *L, int idx) {
-  return (Pool *)luaL_checkudata(L, idx, LMP_POOL);
+  return (Pool *)lmp_checkudata(L, idx, LMP_POOL, "Pool");
 }
 
 static Pool *ownpool(lua_State *L, int idx) {
@@ -1850,7 +1850,7 @@ static int imap_common(lua_State *L, int kind) {
 /* `for ... in pool:imap(...)` closes the job when the loop is left: an
    abandoned imap stops taking input */
 static int res_close(lua_State *L) {
-  Job *J = (Job *)luaL_checkudata(L, 1, LMP_RESULT);
+  Job *J = (Job *)lmp_checkudata(L, 1, LMP_RESULT, "AsyncResult");
   if ((J->kind == K_IMAP || J->kind == K_IMAPU) && J->state == J_RUN) {
     J->stopped = 1;
     J->inputdone = 1;
@@ -2072,7 +2072,7 @@ static int pool_new(lua_State *L) {
 /* AsyncResult                                                            */
 /* ====================================================================== */
 static Job *checkjob(lua_State *L) {
-  return (Job *)luaL_checkudata(L, 1, LMP_RESULT);
+  return (Job *)lmp_checkudata(L, 1, LMP_RESULT, "AsyncResult");
 }
 
 static int res_get(lua_State *L) {

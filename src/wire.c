@@ -201,9 +201,22 @@ int lmp_iscallable(lua_State *L, int idx) {
 double lmp_optdeadline(lua_State *L, int arg) {
   lua_Number t;
   if (lua_isnoneornil(L, arg)) return -1;
-  t = luaL_checknumber(L, arg);
-  if (t < 0) luaL_argerror(L, arg, "lmp: negative timeout");
+  if (lua_type(L, arg) != LUA_TNUMBER)
+    lmp_error(L, "lmp: timeout must be a number, got %s",
+              luaL_typename(L, arg));
+  t = lua_tonumber(L, arg);
+  if (!(t >= 0)) lmp_error(L, "lmp: negative timeout");
   return lmp_now() + (double)t;
+}
+
+/* luaL_checkudata with an lmp: message (objects raise lmp: errors) */
+void *lmp_checkudata(lua_State *L, int idx, const char *tname,
+                     const char *what) {
+  void *u = luaL_testudata(L, idx, tname);
+  if (u == NULL)
+    lmp_error(L, "lmp: expected a %s, got %s (call methods with ':')", what,
+              luaL_typename(L, idx));
+  return u;
 }
 
 int lmp_pushargs(lua_State *L, int idx) {
