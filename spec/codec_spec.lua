@@ -908,3 +908,75 @@ describe("mp.encode (library values)", function()
     package.loaded["spec_codec_swap"] = nil
   end)
 end)
+
+describe("mp.encode / mp.decode (second review)", function()
+  it("keeps identity when a __serialize allocates enough for the collector to run", function()
+    -- tables only a weak cache holds were freed mid-message and their
+    -- addresses taken for new ones, which then came back as the old tables
+    local Obj = { __serialize = function(self)
+      local junk = {}
+      for k = 1, 500 do junk[k] = { k } end
+      return { v = self.v }
+    end }
+    local bad = 0
+    for _ = 1, 100 do
+      local cache = setmetatable({}, { __mode = "v" })
+      for i = 1, 50 do cache[i] = { i } end
+      local list = { cache }
+      for i = 1, 50 do list[#list + 1] = setmetatable({ v = i }, Obj) end
+      local d = mp.decode(mp.encode(list))
+      for i = 2, #d do
+        if type(d[i]) ~= "table" or d[i].v ~= i - 1 then bad = bad + 1 end
+      end
+    end
+    assert.are.equal(0, bad)
+  end)
+
+  it("sees library values added to or replaced in a module after its first use", function()
+    local m = {}
+    package.loaded["lmp.spec.grow"] = m
+    m.f = coroutine.wrap(function() return "old" end)
+    local old = m.f
+    mp.encode(m.f)                          -- the map of library values is built
+    m.f = coroutine.wrap(function() return "new" end)
+    m.h = coroutine.wrap(function() return "h" end)
+    assert.are.equal("h", mp.decode(mp.encode(m.h))())
+    assert.are.equal("new", mp.decode(mp.encode(m.f))())
+    -- the old function is no module's value any more: refused, not swapped
+    assert.truthy(raises(mp.encode, old):find("lmp: cannot serialize C function", 1, true))
+    package.loaded["lmp.spec.grow"] = nil
+  end)
+
+  it("round-trips a custom value that becomes nil, also when it appears twice", function()
+    local Gone = mp.register("lmp.spec.gone", { __serialize = function() return nil end })
+    local h = setmetatable({}, Gone)
+    local t = mp.decode(mp.encode({ a = h, b = h, c = 1 }))
+    assert.are.same({ c = 1 }, t)
+    local Drop = mp.register("lmp.spec.drop", {
+      __serialize = function(x) return { x.v } end,
+      __deserialize = function() return nil end })
+    local d = setmetatable({ v = 1 }, Drop)
+    assert.are.same({ n = 2 }, table.pack(mp.decode(mp.encode(d, d))))
+  end)
+
+  it("never sets a registered metatable on the receiver's globals or a library table", function()
+    local Point = mp.register("lmp.spec.point", { __index = { kind = "point" } })
+    local name = "lmp.spec.point"
+    local hdr = mp.encode():sub(1, -2)
+    local custom = mp.encode(setmetatable({}, { __serialize = function() return 1 end }))
+    local CUSTOM = custom:sub(#hdr + 2, #hdr + 2)
+    local GLOBALS = mp.encode(_G):sub(#hdr + 2)
+    local STRING = mp.encode(string):sub(#hdr + 2)
+    for _, body in ipairs({ GLOBALS, STRING }) do
+      local msg = hdr .. "\1" .. CUSTOM .. string.char(#name) .. name .. body
+      pcall(mp.decode, msg)
+    end
+    assert.are_not.equal(Point, getmetatable(_G))
+    assert.are_not.equal(Point, getmetatable(string))
+    -- a table the message built still gets it
+    local P2 = mp.register("lmp.spec.point2", { __serialize = function(p) return { p.x } end,
+      __index = { kind = "point" } })
+    local back = mp.decode(mp.encode(setmetatable({ x = 1 }, P2)))
+    assert.are.equal("point", back.kind)
+  end)
+end)

@@ -178,6 +178,7 @@ struct lmp_enc {
   int anchor;           /* registry[E] holds a table keeping __serialize
                            results alive, 0 until needed */
   int knownready;       /* known-values map checked during this message */
+  int knownfresh;       /* ... and built anew during it */
   struct known *known;
   const void *globals;  /* the globals table travels as T_GLOBALS */
   const char *root;
@@ -242,6 +243,7 @@ void lmp_enc_reset(lmp_enc *E) {
   E->depth = 0;
   E->nsegs = 0;
   E->extbytes = 0;
+  E->knownfresh = 0;
   if (E->knownready) {
     lua_pushnil(E->L);
     lua_rawsetp(E->L, LUA_REGISTRYINDEX, &E->known);
@@ -522,8 +524,9 @@ static int known_isnamed(lua_State *L, int idx) {
   return (t == LUA_TFUNCTION && lua_iscfunction(L, idx)) || t == LUA_TUSERDATA;
 }
 
-/* pushes the `known` userdata, rebuilt if modules were loaded since */
-static known *known_get(lua_State *L) {
+/* pushes the `known` userdata, rebuilt if modules were loaded since (or
+   if `force`: a module's members changed, which the fingerprint misses) */
+static known *known_get(lua_State *L, int force) {
   known *K;
   lua_Integer n, ver;
   int top = lua_gettop(L), loaded, names;
@@ -536,7 +539,7 @@ static known *known_get(lua_State *L) {
   lua_pop(L, 1);
   if (lua_getfield(L, LUA_REGISTRYINDEX, KEY_KNOWN) == LUA_TUSERDATA) {
     K = (known *)lua_touserdata(L, -1);
-    if (K->nloaded == n && K->mtver == ver) {
+    if (!force && K->nloaded == n && K->mtver == ver) {
       lua_replace(L, top + 1);
       lua_settop(L, top + 1);
       return K;
@@ -612,7 +615,7 @@ int lmp_fn_stateless(lua_State *L, int idx) {
     } else if (t == LUA_TTABLE || t == LUA_TUSERDATA ||
                (t == LUA_TFUNCTION && lua_iscfunction(L, -1))) {
       if (kidx == 0) {                 /* pushed below the upvalue */
-        known_get(L);
+        known_get(L, 0);
         lua_insert(L, -2);
         kidx = lua_gettop(L) - 1;
       }
@@ -624,26 +627,71 @@ int lmp_fn_stateless(lua_State *L, int idx) {
   return ok;
 }
 
+/* gets the known map for this message (anew if `force`), anchored: a nested
+   encode (a __serialize that loads a module) may replace the registry's */
+static void enc_known(lmp_enc *E, int force) {
+  lua_State *L = E->L;
+  int running = lua_gc(L, LUA_GCISRUNNING);
+  if (running) lua_gc(L, LUA_GCSTOP);  /* as in enc_custom: no collection
+                                          mid-message */
+  E->known = known_get(L, force);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &E->known);
+  if (running) lua_gc(L, LUA_GCRESTART);
+  E->knownready = 1;
+  if (force) E->knownfresh = 1;
+}
+
+/* 1 if entry i of the known map (its names at `names`) still names p */
+static int known_current(lua_State *L, int names, lua_Integer i,
+                         const void *p) {
+  int ok;
+  lua_rawgeti(L, names, i + 1);        /* key, false (module) or true */
+  if (lua_type(L, -1) == LUA_TBOOLEAN && lua_toboolean(L, -1)) {
+    lua_getfield(L, LUA_REGISTRYINDEX, KEY_METABYNAME);
+    lua_rawgeti(L, names, i);
+    if (lua_istable(L, -2)) lua_rawget(L, -2);
+    else lua_pushnil(L);
+  } else {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_rawgeti(L, names, i);
+    lua_rawget(L, -2);                 /* [key, loaded, module] */
+    if (lua_type(L, -3) == LUA_TSTRING) {
+      if (lua_istable(L, -1)) {
+        lua_pushvalue(L, -3);
+        lua_rawget(L, -2);
+      } else lua_pushnil(L);
+    } else lua_pushvalue(L, -1);
+  }
+  ok = lua_topointer(L, -1) == p;
+  lua_settop(L, names);
+  return ok;
+}
+
 /* writes a T_NAMED for the value at idx if it is a library value */
 static int enc_named(lmp_enc *E, int idx, const void *p) {
   lua_State *L = E->L;
   lua_Integer i;
   size_t n;
   const char *s;
-  (void)idx;
-  if (!E->knownready) {                /* once per message */
-    E->known = known_get(L);
-    /* anchored for this message: a nested encode (a __serialize that loads
-       a module) may replace the registry's copy */
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &E->known);
-    E->knownready = 1;
+  if (!E->knownready) enc_known(E, 0);  /* once per message */
+  for (;;) {
+    i = 0;
+    if (E->known->bloom[bloom_bit(p) / 64] >> (bloom_bit(p) % 64) & 1)
+      i = ph_get(&E->known->h, p);
+    if (i != 0) {
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &E->known); /* the map i came from */
+      lua_getiuservalue(L, -1, 1);
+      if (known_current(L, lua_gettop(L), i, p)) break;
+      lua_pop(L, 2);                   /* its name now means another value */
+    } else if (!lua_iscfunction(L, idx))
+      return 0;                        /* a plain table or userdata (one with
+                                          __serialize is common: no rebuild
+                                          for it) */
+    /* a member added to or replaced in a module since the map was built:
+       build it again, once per message */
+    if (E->knownfresh) return 0;
+    enc_known(E, 1);
   }
-  if (!(E->known->bloom[bloom_bit(p) / 64] >> (bloom_bit(p) % 64) & 1))
-    return 0;
-  i = ph_get(&E->known->h, p);
-  if (i == 0) return 0;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &E->known);   /* the map i came from */
-  lua_getiuservalue(L, -1, 1);
   putbyte(E, T_NAMED);
   lua_rawgeti(L, -1, i);
   s = lua_tolstring(L, -1, &n);
@@ -797,15 +845,24 @@ static void enc_custom(lmp_enc *E, int idx, const epath *path) {
     put(E, s, n);
   } else putvarint(E, 0);
   lua_pop(L, 1);
-  lua_pushvalue(L, idx);
-  lua_call(L, 1, 1);                   /* [mt, replacement] */
-  if (E->anchor == 0) {                /* keep replacements alive until the
-                                          message is written; the registry
-                                          (not a stack slot) so any frame can
-                                          reach it */
-    lua_newtable(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, E);
-    E->anchor = 1;
+  /* The refs map knows the values written so far by address only.  A
+     collection now (__serialize allocates) could free one reachable only
+     through a weak table and hand its address to a new object, which the
+     map would take for the old one: no collection until it returns. */
+  {
+    int running = lua_gc(L, LUA_GCISRUNNING), st;
+    if (running) lua_gc(L, LUA_GCSTOP);
+    lua_pushvalue(L, idx);
+    st = lua_pcall(L, 1, 1, 0);        /* [mt, replacement] */
+    if (st == LUA_OK && E->anchor == 0) {
+      /* keep replacements alive until the message is written; the
+         registry (not a stack slot) so any frame can reach it */
+      lua_newtable(L);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, E);
+      E->anchor = 1;
+    }
+    if (running) lua_gc(L, LUA_GCRESTART);
+    if (st != LUA_OK) lua_error(L);    /* the same error value */
   }
   lua_rawgetp(L, LUA_REGISTRYINDEX, E);
   lua_pushvalue(L, -2);
@@ -1191,7 +1248,8 @@ static void dec_table(lmp_dec *D, int keep) {
     dec_value(D);
     /* these tags never decode to nil or NaN (a T_REF names a kept table,
        string, function or custom value, never nil): no check needed */
-    if (kt == T_REF || kt == T_SKEY || kt == T_STR || kt == T_INT) {
+    if (kt == T_SKEY || kt == T_STR || kt == T_INT ||
+        (kt == T_REF && D->oddrefs == 0)) {
       dec_value(D);
       lua_rawset(L, -3);
       continue;
@@ -1317,6 +1375,30 @@ static void dec_named(lmp_dec *D) {
   lua_settop(L, base);
 }
 
+/* marks, in a message's ref table, a custom value that became nil */
+static const char nilmark = 0;
+
+/*
+** 1 if the value whose encoding starts at p is a table this message built:
+** written in full, or a back-reference to one (custom values' slots are
+** marked in refs at minus their id).
+*/
+static int dec_fresh(lmp_dec *D, const unsigned char *p) {
+  lua_State *L = D->L;
+  if (*p == T_TAB || *p == T_TABR || *p == T_META || *p == T_MTVAL) return 1;
+  if (*p == T_REF) {
+    lmp_dec tmp = *D;
+    lua_Integer id;
+    int custom;
+    tmp.p = p + 1;
+    id = (lua_Integer)dec_varint(&tmp);     /* read once already: valid */
+    custom = lua_rawgeti(L, D->refs, -id) != LUA_TNIL;
+    lua_pop(L, 1);
+    return !custom;
+  }
+  return 0;
+}
+
 static void dec_value(lmp_dec *D) {
   lua_State *L = D->L;
   int tag;
@@ -1351,9 +1433,19 @@ static void dec_value(lmp_dec *D) {
     case T_REF: {
       uint64_t id = dec_varint(D);
       if (id < 1 || id > (uint64_t)D->nrefs) dec_fail(D, "bad reference");
-      if (lua_rawgeti(L, D->refs, (lua_Integer)id) == LUA_TNIL)
-        dec_fail(D, "bad reference (to a value not marked as referenced, "
-                    "or still being decoded)");
+      switch (lua_rawgeti(L, D->refs, (lua_Integer)id)) {
+        case LUA_TNIL:
+          dec_fail(D, "bad reference (to a value not marked as referenced, "
+                      "or still being decoded)");
+          break;
+        case LUA_TLIGHTUSERDATA:       /* a custom value that became nil */
+          if (lua_touserdata(L, -1) == (void *)&nilmark) {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+          }
+          break;
+        default: break;
+      }
       break;
     }
     case T_META: {
@@ -1379,9 +1471,11 @@ static void dec_value(lmp_dec *D) {
     }
     case T_CUSTOM: {
       lua_Integer id;
+      const unsigned char *rp;
       dec_enter(D);
       id = ++D->nrefs;                 /* slot filled once rebuilt */
       dec_string(D);
+      rp = D->p;
       dec_value(D);                    /* [name, replacement] */
       if (lua_rawlen(L, -2) > 0) {
         push_registered(D, lua_tostring(L, -2));
@@ -1392,13 +1486,22 @@ static void dec_value(lmp_dec *D) {
           lua_pop(L, 1);
         } else {
           lua_pop(L, 1);
-          if (lua_istable(L, -2)) lua_setmetatable(L, -2);
+          /* only a table this message made: never the receiver's own
+             globals, a library table or another custom value */
+          if (lua_istable(L, -2) && dec_fresh(D, rp))
+            lua_setmetatable(L, -2);
           else lua_pop(L, 1);
         }
       }
       lua_remove(L, -2);
-      lua_pushvalue(L, -1);
+      if (lua_isnil(L, -1)) lua_pushlightuserdata(L, (void *)&nilmark);
+      else lua_pushvalue(L, -1);
+      if (lua_type(L, -1) != LUA_TTABLE && lua_type(L, -1) != LUA_TSTRING &&
+          lua_type(L, -1) != LUA_TFUNCTION && lua_type(L, -1) != LUA_TUSERDATA)
+        D->oddrefs++;                  /* nil, a number, a boolean */
       lua_rawseti(L, D->refs, id);
+      lua_pushboolean(L, 1);
+      lua_rawseti(L, D->refs, -id);    /* for dec_fresh */
       D->depth--;
       break;
     }
@@ -1420,6 +1523,7 @@ size_t lmp_dec_begin(lmp_dec *D, lua_State *L, const char *p, size_t len,
   D->functions = functions;
   D->refs = 0;
   D->budget = len;
+  D->oddrefs = 0;
   if (len < 4 || memcmp(p, "LMP", 3) != 0)
     dec_fail(D, "not an lmp message (bad magic)");
   if ((unsigned char)p[3] != VERSION)

@@ -125,6 +125,8 @@ typedef struct lmp_dec {
   int depth;
   int functions;        /* accept bytecode */
   size_t budget;        /* table slots still allowed to be preallocated */
+  int oddrefs;          /* custom values kept that are nil or numbers: a
+                           back-reference may then be a bad table key */
 } lmp_dec;
 
 /* reads the header; returns the number of values */
