@@ -774,6 +774,25 @@ describe("Pool:imap", function()
     assert.are.equal("2,3", support.fields(out).after, out)
   end)
 
+  it("sends each item an input iterator makes, even when the collector runs between them", function()
+    -- items only the chunk being built held were freed, and a later item
+    -- given the same address went out as a reference to the earlier one
+    local i, n = 0, 2000
+    local it = pool:imap(function(t) return t[1] end, function()
+      i = i + 1
+      if i > n then return nil end
+      if i % 5 == 0 then collectgarbage() end   -- frees the items before
+      return { i }
+    end, 50)
+    local wrong, count = 0, 0
+    for v, idx in it do
+      count = count + 1
+      if v ~= idx then wrong = wrong + 1 end
+    end
+    assert.are.equal(n, count)
+    assert.are.equal(0, wrong)
+  end)
+
   it("ends a generic for at a nil result (documented caveat), while the index still counts", function()
     local it = pool:imap(function(x) if x ~= 2 then return x end end, { 1, 2, 3 }, 1)
     assert.are.same({ 1, 1 }, { it() })
@@ -956,6 +975,18 @@ describe("Pool (a task's function)", function()
     -- ids 3 and 4 are free again, but were busy at the last wrap
     assert.are.equal(0, pool:apply_async(nap(0)):get())
     assert.are.same({ 0.3, 0.3 }, { r1:get(), r2:get() })
+  end)
+
+  it("puts back an upvalue a stateless task assigned to, for the next call", function()
+    local pool <close> = mp.Pool(1)
+    local lib = string                   -- a library value: the task is kept
+    local function task(x)
+      local r = lib.rep(x, 2)
+      lib = { rep = function() return "state from an earlier call" end }
+      return r
+    end
+    for _ = 1, 3 do assert.are.equal("abab", pool:apply(task, { "ab" })) end
+    assert.are.same({ "xx", "yy" }, pool:map(task, { "x", "y" }, 1))
   end)
 
   it("stays right when the pool's job ids start over", function()

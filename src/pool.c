@@ -40,7 +40,8 @@ enum { K_APPLY, K_MAP, K_IMAP, K_IMAPU };
 enum { J_RUN, J_OK, J_FAIL };
 enum { P_RUN, P_CLOSE, P_TERM };
 enum { F_INLINE = 1, F_STAR = 2, F_APPLY = 4,
-       F_FLUSH = 8 };       /* empty the function cache before this task */
+       F_FLUSH = 8,         /* empty the function cache before this task */
+       F_KEEP = 16 };       /* a stateless function, kept across calls */
 enum { RS_OK = 0, RS_ERR = 1, RS_READY = 2, RS_INITERR = 3 };
 
 typedef struct Task {
@@ -100,6 +101,7 @@ typedef struct Job {
                            stateless function */
   int kind;
   int star;
+  int keep;             /* its function is stateless (see F_KEEP) */
   int state;
   int stopped;          /* no more input is dispatched */
   int inputdone;
@@ -447,18 +449,46 @@ static void w_spin(int fd) {
   } while (lmp_now() < end);
 }
 
-/* drops function `id` from a worker's cache (fncache, and fnbad above it) */
+/* drops function `id` from a worker's cache (fncache, and above it fnbad
+   and fnup) */
 static void w_uncache(lua_State *L, int fncache, int id) {
-  lua_pushnil(L);
-  lua_rawseti(L, fncache, id);
-  lua_pushnil(L);
-  lua_rawseti(L, fncache + 1, id);
+  int k;
+  for (k = 0; k < 3; k++) {
+    lua_pushnil(L);
+    lua_rawseti(L, fncache + k, id);
+  }
+}
+
+/*
+** A stateless function's upvalues are only globals or library values, but
+** the task may assign another value to one (`lib = other`): the values it
+** arrived with are kept in fnup[id] and put back after every task, so no
+** later call sees what an earlier one did.  The function is on top.
+*/
+static void w_keepups(lua_State *L, int fnup, int id) {
+  int f = lua_gettop(L), i;
+  lua_newtable(L);
+  for (i = 1; lua_getupvalue(L, f, i) != NULL; i++) lua_rawseti(L, -2, i);
+  lua_rawseti(L, fnup, id);
+}
+
+static void w_restoreups(lua_State *L, int fncache, int fnup, int id) {
+  int top = lua_gettop(L);
+  if (lua_rawgeti(L, fnup, id) == LUA_TTABLE &&
+      lua_rawgeti(L, fncache, id) == LUA_TFUNCTION) {
+    lua_Integer i, n = (lua_Integer)lua_rawlen(L, top + 1);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, top + 1, i);
+      lua_setupvalue(L, top + 2, (int)i);
+    }
+  }
+  lua_settop(L, top);
 }
 
 static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
                         int pidx, long maxtasks) {
   WState W;
-  int fncache, fnbad, base;
+  int fncache, fnbad, fnup, base;
   memset(&W, 0, sizeof W);
   W.tfd = tfd;
   W.rfd = rfd;
@@ -474,7 +504,9 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
   fncache = lua_gettop(L);
   lua_newtable(L);                     /* id -> bytes that failed to load */
   fnbad = lua_gettop(L);
-  base = fnbad;
+  lua_newtable(L);                     /* id -> upvalues it arrived with */
+  fnup = lua_gettop(L);
+  base = fnup;
   /* initializer */
   pool_field(L, pidx, "initializer");
   if (!lua_isnil(L, -1)) {
@@ -525,9 +557,10 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
         if (W.fnids[W.fnpos]) w_uncache(L, fncache, W.fnids[W.fnpos]);
         W.fnids[W.fnpos] = (int)callid;
         W.fnpos = (W.fnpos + 1) % FNCACHE;
-        if (w_loadfn(L, &W, p + 8, blen) == 0)
+        if (w_loadfn(L, &W, p + 8, blen) == 0) {
+          if (W.flags & F_KEEP) w_keepups(L, fnup, (int)callid);
           lua_rawseti(L, fncache, (lua_Integer)callid);
-        else {
+        } else {
           /* kept as its bytes: a later call tries again (a module it
              names may be loaded by then) and fails the same way if not */
           lua_pushlstring(L, p + 8, blen);
@@ -541,6 +574,7 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
         size_t blen;
         const char *b = lua_tolstring(L, -1, &blen);
         if (w_loadfn(L, &W, b, blen) != 0) goto next;
+        if (W.flags & F_KEEP) w_keepups(L, fnup, (int)callid);
         lua_rawseti(L, fncache, (lua_Integer)callid);
         lua_pushnil(L);
         lua_rawseti(L, fnbad, (lua_Integer)callid);
@@ -563,6 +597,7 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
       lua_rawsetp(L, LUA_REGISTRYINDEX, &W);
       lua_settop(W.T, 1);
       lua_settop(L, base);
+      if (W.flags & F_KEEP) w_restoreups(L, fncache, fnup, (int)callid);
     }
   next:
     lua_settop(L, base);
@@ -782,7 +817,16 @@ static int build_chunk(lua_State *L) {
   lua_Integer i, want = J->chunksize;
   size_t mark;
   char zero[10] = {0};
+  int keep = 0;
   if (J->kind == K_APPLY) want = 1;
+  if (J->iter) {
+    /* the encoder knows the items it wrote by address only: an item the
+       iterator made and nothing else holds could be collected while the
+       iterator makes the next, which may then get its address and be
+       taken for it.  Items stay here until the chunk is written. */
+    lua_createtable(L, want < 64 ? (int)want : 64, 0);
+    keep = lua_gettop(L);
+  }
   lmp_enc_reset(B->E);
   lmp_enc_raw(B->E, "LMP\001", 4);
   mark = lmp_enc_size(B->E);
@@ -807,7 +851,8 @@ static int build_chunk(lua_State *L) {
       lua_rawgeti(L, 3, index);
     }
     lmp_enc_value(B->E, -1, "args", J->kind == K_APPLY ? -1 : index);
-    lua_pop(L, 1);
+    if (keep) lua_rawseti(L, keep, i + 1);
+    else lua_pop(L, 1);
     B->taken++;
     B->goodlen = lmp_enc_size(B->E);
   }
@@ -874,7 +919,9 @@ static int job_nexttask(lua_State *L, Pool *P, int pidx, int jidx) {
   P->tasks[t].fnid = J->fnid;
   P->tasks[t].start = J->nextin;
   P->tasks[t].count = B.taken;
-  P->tasks[t].flags = (J->star ? F_STAR : 0) | (J->kind == K_APPLY ? F_APPLY : 0);
+  P->tasks[t].flags = (J->star ? F_STAR : 0) |
+                      (J->kind == K_APPLY ? F_APPLY : 0) |
+                      (J->keep ? F_KEEP : 0);
   P->tasks[t].args = (char *)malloc(len ? len : 1);
   if (P->tasks[t].args == NULL) {
     task_free(P, t);
@@ -1580,6 +1627,7 @@ static Job *job_new(lua_State *L, Pool *P, int kind, int star, int fn,
      again to the workers that still have it */
   J->fnid = J->id;
   if (lmp_fn_stateless(L, fn)) {
+    J->keep = 1;
     pool_field(L, 1, "fnids");
     job_field(L, jidx, JV_FN);
     if (lua_rawget(L, -2) == LUA_TNUMBER) J->fnid = (int)lua_tointeger(L, -1);
