@@ -910,12 +910,11 @@ describe("mp.encode (library values)", function()
 end)
 
 describe("mp.encode / mp.decode (second review)", function()
-  it("keeps identity when a __serialize allocates enough for the collector to run", function()
+  it("keeps identity when the collector runs inside a __serialize", function()
     -- tables only a weak cache holds were freed mid-message and their
     -- addresses taken for new ones, which then came back as the old tables
     local Obj = { __serialize = function(self)
-      local junk = {}
-      for k = 1, 500 do junk[k] = { k } end
+      collectgarbage()
       return { v = self.v }
     end }
     local bad = 0
@@ -945,6 +944,29 @@ describe("mp.encode / mp.decode (second review)", function()
     -- the old function is no module's value any more: refused, not swapped
     assert.truthy(raises(mp.encode, old):find("lmp: cannot serialize C function", 1, true))
     package.loaded["lmp.spec.grow"] = nil
+  end)
+
+  it("sees a userdata added to a loaded module after its first use", function()
+    local m = { first = io.stdout }
+    package.loaded["lmp.spec.udmod"] = m
+    mp.encode(io.stdout)                    -- the map of library values is built
+    m.log = io.tmpfile()
+    assert.are.equal(m.log, mp.decode(mp.encode(m.log)))
+    m.log:close()
+    package.loaded["lmp.spec.udmod"] = nil
+  end)
+
+  it("leaves a __serialize's error, its traceback and the collector's state as they were", function()
+    local Boom = { __serialize = function() error("boom in serialize") end }
+    local ok, tb = xpcall(mp.encode, debug.traceback, setmetatable({}, Boom))
+    assert.is_false(ok)
+    assert.truthy(tb:find("boom in serialize", 1, true))
+    assert.truthy(tb:find("in function 'error'", 1, true), tb)   -- the frames inside
+    assert.is_true(collectgarbage("isrunning"))
+    local Stop = { __serialize = function() collectgarbage("stop") return 1 end }
+    mp.encode(setmetatable({}, Stop))
+    assert.is_false(collectgarbage("isrunning"))   -- the task's own choice stands
+    collectgarbage("restart")
   end)
 
   it("round-trips a custom value that becomes nil, also when it appears twice", function()

@@ -165,6 +165,7 @@ struct lmp_enc {
   phash refs;           /* table/function/custom -> ref id */
   phash upv;            /* upvalue id -> func ref id * 256 + upvalue index */
   phash skeys;          /* short string keys -> ref id */
+  phash checked;        /* library values found current in this message */
   lua_Integer nrefs;
   /* tagat[id]: where table `id`'s T_TAB tag is, 0 once it became T_TABR
      (or for other ids).  Only back-referenced tables are written T_TABR,
@@ -175,8 +176,9 @@ struct lmp_enc {
   int zerocopy;
   seg *segs;
   size_t nsegs, capsegs, extbytes;
-  int anchor;           /* registry[E] holds a table keeping __serialize
-                           results alive, 0 until needed */
+  int anchor;           /* registry[E] holds a table keeping values alive
+                           (enc_anchor), 0 until needed */
+  lua_Integer nanchor;
   int knownready;       /* known-values map checked during this message */
   int knownfresh;       /* ... and built anew during it */
   struct known *known;
@@ -188,6 +190,7 @@ struct lmp_enc {
 static void enc_release(lmp_enc *E) {
   lmp_buf_free(&E->buf);
   ph_free(&E->skeys);
+  ph_free(&E->checked);
   ph_free(&E->refs);
   ph_free(&E->upv);
   free(E->tagat);
@@ -233,6 +236,7 @@ void lmp_enc_reset(lmp_enc *E) {
   ph_clear(&E->refs);
   ph_clear(&E->upv);
   ph_clear(&E->skeys);
+  ph_clear(&E->checked);
   E->nrefs = 0;
   E->tagn = 0;
   if (E->tagcap > 65536) {
@@ -631,12 +635,8 @@ int lmp_fn_stateless(lua_State *L, int idx) {
    encode (a __serialize that loads a module) may replace the registry's */
 static void enc_known(lmp_enc *E, int force) {
   lua_State *L = E->L;
-  int running = lua_gc(L, LUA_GCISRUNNING);
-  if (running) lua_gc(L, LUA_GCSTOP);  /* as in enc_custom: no collection
-                                          mid-message */
   E->known = known_get(L, force);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &E->known);
-  if (running) lua_gc(L, LUA_GCRESTART);
   E->knownready = 1;
   if (force) E->knownfresh = 1;
 }
@@ -668,7 +668,7 @@ static int known_current(lua_State *L, int names, lua_Integer i,
 }
 
 /* writes a T_NAMED for the value at idx if it is a library value */
-static int enc_named(lmp_enc *E, int idx, const void *p) {
+static int enc_named(lmp_enc *E, int idx, const void *p, int lastchance) {
   lua_State *L = E->L;
   lua_Integer i;
   size_t n;
@@ -681,12 +681,15 @@ static int enc_named(lmp_enc *E, int idx, const void *p) {
     if (i != 0) {
       lua_rawgetp(L, LUA_REGISTRYINDEX, &E->known); /* the map i came from */
       lua_getiuservalue(L, -1, 1);
-      if (known_current(L, lua_gettop(L), i, p)) break;
+      if (ph_get(&E->checked, p) != 0) break;       /* this message knows */
+      if (known_current(L, lua_gettop(L), i, p)) {
+        if (ph_put(&E->checked, p, 1) != 0) enc_nomem(E);
+        break;
+      }
       lua_pop(L, 2);                   /* its name now means another value */
-    } else if (!lua_iscfunction(L, idx))
-      return 0;                        /* a plain table or userdata (one with
-                                          __serialize is common: no rebuild
-                                          for it) */
+    } else if (!lua_iscfunction(L, idx) && !lastchance)
+      return 0;                        /* a plain table, or a userdata that
+                                          may have __serialize: no rebuild */
     /* a member added to or replaced in a module since the map was built:
        build it again, once per message */
     if (E->knownfresh) return 0;
@@ -827,6 +830,34 @@ static void enc_enter(lmp_enc *E, const epath *path) {
     enc_fail(E, path, "a value (stack overflow)");
 }
 
+/*
+** Keeps the value at idx (a collectable one) alive until the message is
+** written: the refs map knows what it wrote by address only, and an object
+** freed mid-message (a __serialize runs code that may collect) could have
+** its address given to a new one, which the map would take for the old.
+** Values held strongly from the message's root need not be kept; these
+** are: __serialize replacements, and the entries of weak tables.  In the
+** registry (not a stack slot), so any frame can reach it.
+*/
+static void enc_anchor(lmp_enc *E, int idx) {
+  lua_State *L = E->L;
+  int t = lua_type(L, idx);
+  if (t != LUA_TTABLE && t != LUA_TFUNCTION && t != LUA_TUSERDATA &&
+      t != LUA_TTHREAD)
+    return;
+  idx = lua_absindex(L, idx);
+  if (E->anchor == 0) {
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, E);
+    E->anchor = 1;
+    E->nanchor = 0;
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, E);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, -2, ++E->nanchor);
+  lua_pop(L, 1);
+}
+
 /* the value has a metatable with __serialize (on top of the stack) */
 static void enc_custom(lmp_enc *E, int idx, const epath *path) {
   lua_State *L = E->L;
@@ -845,29 +876,9 @@ static void enc_custom(lmp_enc *E, int idx, const epath *path) {
     put(E, s, n);
   } else putvarint(E, 0);
   lua_pop(L, 1);
-  /* The refs map knows the values written so far by address only.  A
-     collection now (__serialize allocates) could free one reachable only
-     through a weak table and hand its address to a new object, which the
-     map would take for the old one: no collection until it returns. */
-  {
-    int running = lua_gc(L, LUA_GCISRUNNING), st;
-    if (running) lua_gc(L, LUA_GCSTOP);
-    lua_pushvalue(L, idx);
-    st = lua_pcall(L, 1, 1, 0);        /* [mt, replacement] */
-    if (st == LUA_OK && E->anchor == 0) {
-      /* keep replacements alive until the message is written; the
-         registry (not a stack slot) so any frame can reach it */
-      lua_newtable(L);
-      lua_rawsetp(L, LUA_REGISTRYINDEX, E);
-      E->anchor = 1;
-    }
-    if (running) lua_gc(L, LUA_GCRESTART);
-    if (st != LUA_OK) lua_error(L);    /* the same error value */
-  }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, E);
-  lua_pushvalue(L, -2);
-  lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
-  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 1);                   /* [mt, replacement] */
+  enc_anchor(E, -1);
   sub.up = path;
   sub.kind = P_CUSTOM;
   enc_value(E, lua_gettop(L), &sub);
@@ -880,9 +891,14 @@ static void enc_custom(lmp_enc *E, int idx, const epath *path) {
 ** registered one whose name was just written); 2 if the caller writes the
 ** body and then the metatable itself, by value (an unregistered one).
 */
-static int enc_meta(lmp_enc *E, int idx, const epath *path) {
+static int enc_meta(lmp_enc *E, int idx, const epath *path, int *weak) {
   lua_State *L = E->L;
   if (!lua_getmetatable(L, idx)) return 0;             /* [mt] */
+  if (weak != NULL) {
+    lua_pushliteral(L, "__mode");
+    *weak = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 1);
+  }
   if (lua_getfield(L, -1, "__serialize") != LUA_TNIL) {
     enc_custom(E, idx, path);                          /* pops both */
     return 1;
@@ -909,7 +925,7 @@ static int enc_meta(lmp_enc *E, int idx, const epath *path) {
 static void enc_table(lmp_enc *E, int idx, const epath *path) {
   lua_State *L = E->L;
   size_t at, hat;
-  int aw, mode, top;
+  int aw, mode, top, weak = 0;
   lua_Unsigned narr = 0, nhash = 0, len;
   lua_Integer tid;
   epath sub;
@@ -919,10 +935,10 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
     return;
   }
   /* library tables are never in refs: check them first */
-  if (enc_named(E, idx, p) || enc_seen(E, p)) return;
+  if (enc_named(E, idx, p, 0) || enc_seen(E, p)) return;
   tid = E->nrefs;
   enc_enter(E, path);
-  mode = enc_meta(E, idx, path);
+  mode = enc_meta(E, idx, path, &weak);
   if (mode == 1) {
     E->depth--;
     return;
@@ -964,6 +980,10 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
       sub.idx = top - 1;
       enc_value(E, top, &sub);
     }
+    if (weak) {                        /* see enc_anchor */
+      enc_anchor(E, top - 1);
+      enc_anchor(E, top);
+    }
     lua_settop(L, top - 1);
   }
   if (hat == 0) hat = at + (size_t)patch_count(E, at, aw, narr, tid);
@@ -996,7 +1016,7 @@ static void enc_function(lmp_enc *E, int idx, const epath *path) {
   lua_Integer fid;
   epath sub;
   if (lua_iscfunction(L, idx)) {
-    if (enc_named(E, idx, lua_topointer(L, idx))) return;
+    if (enc_named(E, idx, lua_topointer(L, idx), 0)) return;
     enc_fail(E, path, "C function");
   }
   if (enc_seen(E, lua_topointer(L, idx))) return;
@@ -1038,18 +1058,20 @@ static void enc_function(lmp_enc *E, int idx, const epath *path) {
 
 static void enc_userdata(lmp_enc *E, int idx, const epath *path) {
   lua_State *L = E->L;
-  if (enc_named(E, idx, lua_topointer(L, idx))) return;
+  if (enc_named(E, idx, lua_topointer(L, idx), 0)) return;
   if (lua_getmetatable(L, idx)) {
     int has = lua_getfield(L, -1, "__serialize") != LUA_TNIL;
     lua_pop(L, 2);
     if (has) {
       if (enc_seen(E, lua_topointer(L, idx))) return;
       enc_enter(E, path);
-      enc_meta(E, idx, path);
+      enc_meta(E, idx, path, NULL);
       E->depth--;
       return;
     }
   }
+  /* a member added to a module since the map was built? */
+  if (enc_named(E, idx, lua_topointer(L, idx), 1)) return;
   enc_fail(E, path, "userdata");
 }
 
