@@ -962,3 +962,69 @@ describe("mp.Process (second review)", function()
     p:join()
   end)
 end)
+
+---------------------------------------------------------------------------
+-- Pid reuse, forced through /proc/sys/kernel/ns_last_pid (needs root): a
+-- pid mp.wait reaped must never be waited for or signalled again, since the
+-- kernel may give it to the next process.
+describe("a pid mp.wait reaped, given to the next process", function()
+  local can = io.open("/proc/sys/kernel/ns_last_pid", "w")
+  if can then can:close() end
+  local function reuse(code)
+    if not can then
+      pending("needs a writable /proc/sys/kernel/ns_last_pid (root)")
+      return
+    end
+    local out, status = run_lua([[
+      local function reuse_next(pid)
+        local f = assert(io.open("/proc/sys/kernel/ns_last_pid", "w"))
+        f:write(tostring(pid - 1)) f:close()
+      end
+    ]] .. code, 30)
+    local f = fields(out)
+    if f.reused == "no" then pending("the kernel did not reuse the pid") return end
+    assert.are.equal(0, status, out)
+    return f, out
+  end
+
+  it("is not signalled when the pool that had it as a worker terminates", function()
+    local f, out = reuse([[
+      local pool = mp.Pool(1)
+      local wpid = pool:apply(mp.getpid)
+      assert(mp.kill(wpid, "KILL"))
+      assert(mp.wait(wpid) == wpid)
+      reuse_next(wpid)
+      local holder = assert(mp.fork())
+      if holder == 0 then mp.sleep(1) os.exit(0) end
+      if holder ~= wpid then print("reused=no") mp.kill(holder, "KILL") mp.wait(holder) os.exit(0) end
+      pool:terminate()
+      local _, how, code = mp.wait(holder)
+      print("holder=" .. how .. " " .. code)
+    ]])
+    if f then assert.are.equal("exited 0", f.holder, out) end
+  end)
+
+  it("does not take a later Process's exit when a new pool reaps old zombies", function()
+    local f, out = reuse([[
+      local pool = mp.Pool(1)
+      local wpid = pool:apply(mp.getpid)
+      assert(mp.kill(wpid, "KILL"))
+      assert(mp.wait(wpid) == wpid)
+      pool = nil collectgarbage() collectgarbage()
+      reuse_next(wpid)
+      local p = mp.Process(function() return 42 end):start()
+      if p.pid ~= wpid then print("reused=no") p:join() os.exit(0) end
+      mp.sleep(0.2)
+      local pool2 = mp.Pool(1)
+      print("join=" .. tostring(p:join(5)))
+      print("exitcode=" .. tostring(p.exitcode))
+      print("result=" .. tostring(p:get(5)))
+      pool2:terminate()
+    ]])
+    if f then
+      assert.are.equal("true", f.join, out)
+      assert.are.equal("0", f.exitcode, out)
+      assert.are.equal("42", f.result, out)
+    end
+  end)
+end)

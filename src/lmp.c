@@ -117,17 +117,22 @@ void lmp_child_remove(lua_State *L, pid_t pid) {
 ** Reaps pool worker `pid`.  A status mp.wait() parked for it comes first:
 ** once reaped, the pid may already name another process.
 */
-pid_t lmp_reap(lua_State *L, pid_t pid, int *status, int nohang) {
-  pid_t r = -1;
+int lmp_parked(lua_State *L, pid_t pid, int *status) {
+  int found = 0;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_REAPED);
   if (lua_rawgeti(L, -1, (lua_Integer)pid) == LUA_TNUMBER) {
     *status = (int)lua_tointeger(L, -1);
     lua_pushnil(L);
     lua_rawseti(L, -3, (lua_Integer)pid);
-    r = pid;
+    found = 1;
   }
   lua_pop(L, 2);
-  if (r == pid) return r;
+  return found;
+}
+
+pid_t lmp_reap(lua_State *L, pid_t pid, int *status, int nohang) {
+  pid_t r;
+  if (lmp_parked(L, pid, status)) return pid;
   do r = waitpid(pid, status, nohang ? WNOHANG : 0);
   while (r < 0 && errno == EINTR);
   return r;
@@ -408,6 +413,7 @@ typedef struct Proc {
   int reaped, status;
   int daemon;
   int gotframe;
+  int lost;             /* reaped by someone else's waitpid: no status */
   const char *frame;    /* into rd, once gotframe */
   size_t framelen;
   lmp_reader rd;
@@ -462,11 +468,20 @@ static pid_t proc_reap(Proc *p, int *status, int nohang) {
   return r;
 }
 
+/* the child was reaped by a waitpid not ours: its status is lost */
+static void proc_lost(lua_State *L, Proc *p) {
+  p->lost = 1;
+  proc_setreaped(L, p, 0);
+}
+
 /* non-blocking status check */
 static void proc_poll(lua_State *L, Proc *p) {
-  int status;
-  if (p->pid > 0 && !p->reaped && proc_reap(p, &status, 1) == p->pid)
-    proc_setreaped(L, p, status);
+  int status = 0;
+  pid_t r;
+  if (p->pid <= 0 || p->reaped) return;
+  r = proc_reap(p, &status, 1);
+  if (r == p->pid) proc_setreaped(L, p, status);
+  else if (r < 0 && errno == ECHILD) proc_lost(L, p);
 }
 
 /*
@@ -523,7 +538,14 @@ static void proc_drain(lua_State *L, Proc *p) {
 */
 static void proc_check(lua_State *L, Proc *p) {
   if (p->pid <= 0 || p->owner != getpid()) return;
-  if (p->fd >= 0 && !p->gotframe) proc_drain(L, p);
+  if (p->fd >= 0 && !p->gotframe) {
+    struct pollfd f;                   /* no reader buffer for a child that
+                                          has written nothing yet */
+    f.fd = p->fd;
+    f.events = POLLIN;
+    f.revents = 0;
+    if (poll(&f, 1, 0) > 0) proc_drain(L, p);
+  }
   proc_poll(L, p);
   if (p->reaped) {
     proc_drain(L, p);
@@ -531,13 +553,28 @@ static void proc_check(lua_State *L, Proc *p) {
   }
 }
 
-/* proc_check for every Process of ours still registered as running */
+/*
+** Reaps the Processes of ours that ended (their fds go, the result stays).
+** A waitpid per running child would make starting n children O(n^2): the
+** scan only runs when waitid finds some child (of any kind) has ended.
+*/
 static void check_children(lua_State *L) {
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+      si.si_pid == 0)
+    return;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
   lua_pushnil(L);
-  while (lua_next(L, -2)) {            /* proc_check may clear the entry */
+  while (lua_next(L, -2)) {            /* proc_poll may clear the entry */
     Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
-    if (q != NULL) proc_check(L, q);
+    if (q != NULL && q->owner == getpid()) {
+      proc_poll(L, q);
+      if (q->reaped) {
+        proc_drain(L, q);
+        proc_closefds(L, q);
+      }
+    }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -582,6 +619,7 @@ static int proc_wait(lua_State *L, Proc *p, double deadline) {
       if (deadline < 0) {
         if (proc_reap(p, &status, 0) == p->pid)
           proc_setreaped(L, p, status);
+        else if (errno == ECHILD) proc_lost(L, p);
         else lmp_syserror(L, "waitpid");
         continue;
       }
@@ -595,11 +633,11 @@ static int proc_wait(lua_State *L, Proc *p, double deadline) {
     r = lmp_poll(L, &h, fds, n, until);
     if (r == -2) return -2;
     if (r < 0) lmp_syserror(L, "poll");
-    if (r == 0) {
-      if (deadline >= 0 && lmp_now() >= deadline) return 0;
-      continue;                        /* PIPEWAIT is over */
+    if (r > 0 && piped && fds[0].revents) proc_drain(L, p);
+    if (deadline >= 0 && lmp_now() >= deadline) {
+      proc_poll(L, p);
+      if (!p->reaped) return 0;
     }
-    if (piped && fds[0].revents) proc_drain(L, p);
   }
 }
 
@@ -817,7 +855,8 @@ static int proc_get(lua_State *L) {
   if (r == 0) return lmp_error(L, "lmp: timeout");
   if (!p->gotframe) {
     pushfield(L, 1, "name");
-    lmp_pushhow(L, p->status);
+    if (p->lost) lua_pushliteral(L, "was reaped by another waitpid");
+    else lmp_pushhow(L, p->status);
     return lmp_error(L, "lmp: process %s (pid %d) %s before returning",
                       lua_tostring(L, -2), (int)p->pid, lua_tostring(L, -1));
   }
@@ -861,7 +900,7 @@ static int proc_index(lua_State *L) {
   else if (strcmp(k, "daemon") == 0) lua_pushboolean(L, p->daemon);
   else if (strcmp(k, "exitcode") == 0) {
     proc_check(L, p);
-    if (!p->reaped) lua_pushnil(L);
+    if (!p->reaped || p->lost) lua_pushnil(L);   /* lost: unknown */
     else if (WIFSIGNALED(p->status))
       lua_pushinteger(L, -(lua_Integer)WTERMSIG(p->status));
     else lua_pushinteger(L, WEXITSTATUS(p->status));

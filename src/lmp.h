@@ -81,6 +81,9 @@ LMP_INTERNAL void lmp_child_exit(int code);
 */
 LMP_INTERNAL void lmp_child_add(lua_State *L, pid_t pid, int idx);
 LMP_INTERNAL void lmp_child_remove(lua_State *L, pid_t pid);
+/* 1 (and the status) if mp.wait() reaped pool worker `pid`: that pid may
+   name another process by now, so it must not be signalled or waited for */
+LMP_INTERNAL int lmp_parked(lua_State *L, pid_t pid, int *status);
 /* waitpid(pid) that also finds statuses mp.wait() took: pid, 0, or -1 */
 LMP_INTERNAL pid_t lmp_reap(lua_State *L, pid_t pid, int *status, int nohang);
 /* "killed by signal 9 (SIGKILL)" / "exited with code 3" */

@@ -1268,12 +1268,13 @@ static void pool_kill(lua_State *L, Pool *P, int block) {
   for (i = 0; i < P->n; i++) {
     Worker *w = &P->w[i];
     if (w->pid > 0) {
-      kill(w->pid, SIGKILL);
+      int st;
+      if (!lmp_parked(L, w->pid, &st)) {
+        kill(w->pid, SIGKILL);
+        if (block) lmp_reap(L, w->pid, &st, 0);
+        else lmp_zombie_add(S, w->pid);
+      }
       worker_closefds(S, w);
-      if (block) {
-        int st;
-        lmp_reap(L, w->pid, &st, 0);
-      } else lmp_zombie_add(S, w->pid);
       lmp_child_remove(L, w->pid);
       w->pid = 0;
     }
