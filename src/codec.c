@@ -668,7 +668,9 @@ static int known_current(lua_State *L, int names, lua_Integer i,
 }
 
 /* writes a T_NAMED for the value at idx if it is a library value */
-static int enc_named(lmp_enc *E, int idx, const void *p, int lastchance) {
+/* rebuild: on a miss, build the map again (once per message) and retry;
+   for C functions, and userdata about to be refused, never for tables */
+static int enc_named(lmp_enc *E, const void *p, int rebuild) {
   lua_State *L = E->L;
   lua_Integer i;
   size_t n;
@@ -687,9 +689,9 @@ static int enc_named(lmp_enc *E, int idx, const void *p, int lastchance) {
         break;
       }
       lua_pop(L, 2);                   /* its name now means another value */
-    } else if (!lua_iscfunction(L, idx) && !lastchance)
+    } else if (!rebuild)
       return 0;                        /* a plain table, or a userdata that
-                                          may have __serialize: no rebuild */
+                                          may have __serialize */
     /* a member added to or replaced in a module since the map was built:
        build it again, once per message */
     if (E->knownfresh) return 0;
@@ -935,7 +937,7 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
     return;
   }
   /* library tables are never in refs: check them first */
-  if (enc_named(E, idx, p, 0) || enc_seen(E, p)) return;
+  if (enc_named(E, p, 0) || enc_seen(E, p)) return;
   tid = E->nrefs;
   enc_enter(E, path);
   mode = enc_meta(E, idx, path, &weak);
@@ -1016,7 +1018,7 @@ static void enc_function(lmp_enc *E, int idx, const epath *path) {
   lua_Integer fid;
   epath sub;
   if (lua_iscfunction(L, idx)) {
-    if (enc_named(E, idx, lua_topointer(L, idx), 0)) return;
+    if (enc_named(E, lua_topointer(L, idx), 1)) return;
     enc_fail(E, path, "C function");
   }
   if (enc_seen(E, lua_topointer(L, idx))) return;
@@ -1058,7 +1060,7 @@ static void enc_function(lmp_enc *E, int idx, const epath *path) {
 
 static void enc_userdata(lmp_enc *E, int idx, const epath *path) {
   lua_State *L = E->L;
-  if (enc_named(E, idx, lua_topointer(L, idx), 0)) return;
+  if (enc_named(E, lua_topointer(L, idx), 0)) return;
   if (lua_getmetatable(L, idx)) {
     int has = lua_getfield(L, -1, "__serialize") != LUA_TNIL;
     lua_pop(L, 2);
@@ -1071,7 +1073,7 @@ static void enc_userdata(lmp_enc *E, int idx, const epath *path) {
     }
   }
   /* a member added to a module since the map was built? */
-  if (enc_named(E, idx, lua_topointer(L, idx), 1)) return;
+  if (enc_named(E, lua_topointer(L, idx), 1)) return;
   enc_fail(E, path, "userdata");
 }
 
