@@ -931,6 +931,19 @@ describe("mp.encode / mp.decode (second review)", function()
     assert.are.equal(0, bad)
   end)
 
+  it("keeps apart short strings that __serialize makes, even when it collects", function()
+    -- a string replacement was freed once written, the next one could get
+    -- its address and went out as a reference to it
+    local Obj = { __serialize = function(self)
+      collectgarbage()
+      return "v" .. self.i
+    end }
+    local t = {}
+    for i = 1, 20 do t[i] = setmetatable({ i = i }, Obj) end
+    local back = mp.decode(mp.encode(t))
+    for i = 1, 20 do assert.are.equal("v" .. i, back[i]) end
+  end)
+
   it("sees library values added to or replaced in a module after its first use", function()
     local m = {}
     package.loaded["lmp.spec.grow"] = m

@@ -1004,6 +1004,28 @@ describe("a pid mp.wait reaped, given to the next process", function()
     if f then assert.are.equal("exited 0", f.holder, out) end
   end)
 
+  it("is taken off lmp's list of killed workers when mp.wait() reaps it", function()
+    local f, out = reuse([[
+      local pool = mp.Pool(1)
+      local wpid = pool:apply(mp.getpid)
+      pool = nil collectgarbage() collectgarbage()   -- killed, left on the list
+      mp.sleep(0.1)
+      assert(mp.wait() == wpid)
+      reuse_next(wpid)
+      local p = mp.Process(function() return 42 end):start()
+      if p.pid ~= wpid then print("reused=no") p:join() os.exit(0) end
+      mp.sleep(0.2)
+      local pool2 = mp.Pool(1)                       -- sweeps the list
+      print("join=" .. tostring(p:join(5)))
+      print("exitcode=" .. tostring(p.exitcode))
+      pool2:terminate()
+    ]])
+    if f then
+      assert.are.equal("true", f.join, out)
+      assert.are.equal("0", f.exitcode, out)
+    end
+  end)
+
   it("does not take a later Process's exit when a new pool reaps old zombies", function()
     local f, out = reuse([[
       local pool = mp.Pool(1)

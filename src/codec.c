@@ -845,7 +845,8 @@ static void enc_anchor(lmp_enc *E, int idx) {
   lua_State *L = E->L;
   int t = lua_type(L, idx);
   if (t != LUA_TTABLE && t != LUA_TFUNCTION && t != LUA_TUSERDATA &&
-      t != LUA_TTHREAD)
+      t != LUA_TTHREAD && t != LUA_TSTRING)   /* short strings are known by
+                                                 address too (skeys) */
     return;
   idx = lua_absindex(L, idx);
   if (E->anchor == 0) {

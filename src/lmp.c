@@ -74,6 +74,16 @@ void lmp_zombie_add(lmp_state *S, pid_t pid) {
   S->zombies[S->nzombies++] = pid;
 }
 
+/* pid was reaped elsewhere (mp.wait): the list must not wait for it again */
+static void zombie_forget(lmp_state *S, pid_t pid) {
+  size_t i;
+  for (i = 0; i < S->nzombies; i++)
+    if (S->zombies[i] == pid) {
+      S->zombies[i] = S->zombies[--S->nzombies];
+      return;
+    }
+}
+
 void lmp_zombie_reap(lmp_state *S, int block) {
   size_t i = 0;
   while (i < S->nzombies) {
@@ -229,6 +239,7 @@ pid_t lmp_fork(lua_State *L, lmp_state *S, const char *name, int flags) {
   for (i = 0; i < S->nfds; i++) close(S->fds[i]);
   S->nfds = 0;
   S->nzombies = 0;                     /* the parent's, not ours */
+  S->scanwait = 0;
   S->upfd = -1;
   S->nextproc = 0;
   S->nextpool = 0;
@@ -490,6 +501,7 @@ static void proc_poll(lua_State *L, Proc *p) {
 ** a pool worker's is parked for lmp_reap.
 */
 static void child_reaped(lua_State *L, pid_t pid, int status) {
+  zombie_forget(lmp_getstate(L), pid);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
   if (lua_rawgeti(L, -1, (lua_Integer)pid) != LUA_TNIL) {
     Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
@@ -555,20 +567,44 @@ static void proc_check(lua_State *L, Proc *p) {
 
 /*
 ** Reaps the Processes of ours that ended (their fds go, the result stays).
-** A waitpid per running child would make starting n children O(n^2): the
-** scan only runs when waitid finds some child (of any kind) has ended.
+** A waitpid per running child at every start would make starting n
+** children O(n^2): waitid(WNOWAIT) names an ended child, which is reaped
+** alone if it is one of our Processes.  An ended child that is not (an
+** mp.fork child nobody waited for) keeps being named, so then the full
+** scan runs at most once per as many starts as it had children to check.
 */
 static void check_children(lua_State *L) {
-  siginfo_t si;
-  memset(&si, 0, sizeof si);
-  if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 ||
-      si.si_pid == 0)
+  lmp_state *S = lmp_getstate(L);
+  int k;
+  size_t n = 0;
+  lmp_zombie_reap(S, 0);               /* lmp's own killed workers */
+  for (k = 0; k < 64; k++) {
+    siginfo_t si;
+    Proc *q;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+        si.si_pid == 0)
+      return;                          /* nothing has ended */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
+    lua_rawgeti(L, -1, (lua_Integer)si.si_pid);
+    q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
+    lua_pop(L, 2);
+    if (q == NULL || q->owner != getpid() || q->reaped) break;
+    proc_poll(L, q);
+    if (!q->reaped) break;             /* cannot happen; do not loop */
+    proc_drain(L, q);
+    proc_closefds(L, q);
+  }
+  if (S->scanwait > 0) {
+    S->scanwait--;
     return;
+  }
   luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
   lua_pushnil(L);
   while (lua_next(L, -2)) {            /* proc_poll may clear the entry */
     Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
     if (q != NULL && q->owner == getpid()) {
+      n++;
       proc_poll(L, q);
       if (q->reaped) {
         proc_drain(L, q);
@@ -578,6 +614,7 @@ static void check_children(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  S->scanwait = n;
 }
 
 /*

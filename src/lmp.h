@@ -55,6 +55,7 @@ typedef struct lmp_state {
   char name[64];        /* current_process().name */
   pid_t *zombies;       /* killed workers still to be reaped */
   size_t nzombies, capzombies;
+  size_t scanwait;      /* starts before the next full scan of children */
 } lmp_state;
 
 LMP_INTERNAL lmp_state *lmp_getstate(lua_State *L);   /* from upvalue 1 */
