@@ -913,6 +913,27 @@ describe("mp.Process (second review)", function()
     for i, p in ipairs(started) do assert.are.equal(i, p:get(5)) end
   end)
 
+  it("keeps the fds of unjoined finished children bounded while an mp.fork child is left unwaited", function()
+    -- an ended child that is not a Process is the one waitid keeps naming;
+    -- the finished Processes behind it must still be reaped regularly
+    local track <close> = reaper()
+    local z = assert(mp.fork())
+    if z == 0 then os.exit(0) end
+    assert.is_true(wait_until(function() return dead(z) end, 10))
+    for _ = 1, 100 do track(mp.Process(sleeper(30))):start() end
+    local base, worst = open_fds(), 0
+    for _ = 1, 200 do
+      mp.Process(function() end):start()
+      local n = open_fds() - base
+      if n > worst then worst = n end
+    end
+    mp.wait(z)
+    -- at most 32 finished ones wait for the periodic scan (2 fds each),
+    -- plus those still starting or ending; without the bound, up to the
+    -- 100 running children's worth (over 200 fds)
+    assert.is_true(worst < 150, "fds grew by " .. worst)
+  end)
+
   it("ends a child as a script ends: its children joined, its daemons terminated", function()
     local done = tmpname()
     local track <close> = reaper()

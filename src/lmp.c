@@ -570,9 +570,12 @@ static void proc_check(lua_State *L, Proc *p) {
 ** A waitpid per running child at every start would make starting n
 ** children O(n^2): waitid(WNOWAIT) names an ended child, which is reaped
 ** alone if it is one of our Processes.  An ended child that is not (an
-** mp.fork child nobody waited for) keeps being named, so then the full
-** scan runs at most once per as many starts as it had children to check.
+** mp.fork child nobody waited for, a dead pool worker) keeps being named,
+** so then the full scan runs once per as many starts as it left children
+** running, but at least every SCANGAP starts: at most SCANGAP ended
+** Processes wait for it, holding their fds.
 */
+#define SCANGAP 32
 static void check_children(lua_State *L) {
   lmp_state *S = lmp_getstate(L);
   int k;
@@ -604,17 +607,16 @@ static void check_children(lua_State *L) {
   while (lua_next(L, -2)) {            /* proc_poll may clear the entry */
     Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
     if (q != NULL && q->owner == getpid()) {
-      n++;
       proc_poll(L, q);
       if (q->reaped) {
         proc_drain(L, q);
         proc_closefds(L, q);
-      }
+      } else n++;
     }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  S->scanwait = n;
+  S->scanwait = n < SCANGAP ? n : SCANGAP;
 }
 
 /*
