@@ -60,12 +60,20 @@ void lmp_close_fd(lmp_state *S, int fd) {
   close(fd);
 }
 
+/* waitpid, retried after a signal handler ran */
+static pid_t waitpid_eintr(pid_t pid, int *status, int flags) {
+  pid_t r;
+  do r = waitpid(pid, status, flags);
+  while (r < 0 && errno == EINTR);
+  return r;
+}
+
 void lmp_zombie_add(lmp_state *S, pid_t pid) {
   if (S->nzombies == S->capzombies) {
     size_t nc = S->capzombies ? S->capzombies * 2 : 16;
     pid_t *nz = (pid_t *)realloc(S->zombies, nc * sizeof *nz);
     if (nz == NULL) {                  /* can't remember it: wait now */
-      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+      waitpid_eintr(pid, NULL, 0);
       return;
     }
     S->zombies = nz;
@@ -87,9 +95,7 @@ static void zombie_forget(lmp_state *S, pid_t pid) {
 void lmp_zombie_reap(lmp_state *S, int block) {
   size_t i = 0;
   while (i < S->nzombies) {
-    pid_t r;
-    do r = waitpid(S->zombies[i], NULL, block ? 0 : WNOHANG);
-    while (r < 0 && errno == EINTR);
+    pid_t r = waitpid_eintr(S->zombies[i], NULL, block ? 0 : WNOHANG);
     if (r != 0) S->zombies[i] = S->zombies[--S->nzombies];
     else i++;
   }
@@ -123,10 +129,6 @@ void lmp_child_remove(lua_State *L, pid_t pid) {
   lua_pop(L, 1);
 }
 
-/*
-** Reaps pool worker `pid`.  A status mp.wait() parked for it comes first:
-** once reaped, the pid may already name another process.
-*/
 int lmp_parked(lua_State *L, pid_t pid, int *status) {
   int found = 0;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_REAPED);
@@ -140,12 +142,13 @@ int lmp_parked(lua_State *L, pid_t pid, int *status) {
   return found;
 }
 
+/*
+** Reaps pool worker `pid`.  A status mp.wait() parked for it comes first:
+** once reaped, the pid may already name another process.
+*/
 pid_t lmp_reap(lua_State *L, pid_t pid, int *status, int nohang) {
-  pid_t r;
   if (lmp_parked(L, pid, status)) return pid;
-  do r = waitpid(pid, status, nohang ? WNOHANG : 0);
-  while (r < 0 && errno == EINTR);
-  return r;
+  return waitpid_eintr(pid, status, nohang ? WNOHANG : 0);
 }
 
 int lmp_pidfd(pid_t pid) {
@@ -310,46 +313,47 @@ static pid_t checkpid(lua_State *L, int arg) {
 
 static void child_reaped(lua_State *L, pid_t pid, int status);
 
+/*
+** Blocks until running child `pid` ends, without reaping it.  waitpid is
+** restarted after a signal handler (SA_RESTART); poll on a pidfd is not, so
+** Ctrl-C gets through: returns 1 then, with the hook left to raise it (as
+** mp.sleep does).  0 when it ended, or when there is no pidfd.
+*/
+static int wait_exit(lua_State *L, pid_t pid) {
+  struct pollfd f;
+  lmp_hook h;
+  int stop = 0;
+  f.fd = lmp_pidfd(pid);
+  if (f.fd < 0) return 0;
+  f.events = POLLIN;
+  lmp_hook_save(L, &h);
+  for (;;) {
+    f.revents = 0;
+    if (poll(&f, 1, -1) >= 0 || errno != EINTR) break;
+    if (lmp_hook_changed(L, &h)) {
+      stop = 1;
+      break;
+    }
+  }
+  close(f.fd);
+  return stop;
+}
+
 static int mp_wait(lua_State *L) {
   pid_t pid = lua_isnoneornil(L, 1) ? -1 : checkpid(L, 1), r;
   int nohang = lua_toboolean(L, 2), status = 0;
   if (!nohang && pid > 0) {
-    /* waitpid is restarted after a signal handler (SA_RESTART); poll is
-       not, so Ctrl-C can reach the script.  Only for a child of ours that
-       is still running: a pidfd would wait for anyone's process */
-    int pfd = -1;
-    do r = waitpid(pid, &status, WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == 0) pfd = lmp_pidfd(pid);
-    if (pfd >= 0) {
-      struct pollfd f;
-      lmp_hook h;
-      int stop = 0;
-      f.fd = pfd;
-      f.events = POLLIN;
-      lmp_hook_save(L, &h);
-      for (;;) {
-        f.revents = 0;
-        if (poll(&f, 1, -1) >= 0) break;
-        if (errno != EINTR) break;
-        if (lmp_hook_changed(L, &h)) {
-          stop = 1;                    /* as mp.sleep: the hook raises */
-          break;
-        }
-      }
-      close(pfd);
-      if (stop) {
+    /* only a child of ours still running gets a pidfd: one would wait for
+       anyone's process */
+    r = waitpid_eintr(pid, &status, WNOHANG);
+    if (r == 0) {
+      if (wait_exit(L, pid)) {
         errno = EINTR;
         return pushfail(L, "wait");
       }
+      r = waitpid_eintr(pid, &status, 0);
     }
-    if (r == 0)
-      do r = waitpid(pid, &status, 0);
-      while (r < 0 && errno == EINTR);
-  } else {
-    do r = waitpid(pid, &status, nohang ? WNOHANG : 0);
-    while (r < 0 && errno == EINTR);
-  }
+  } else r = waitpid_eintr(pid, &status, nohang ? WNOHANG : 0);
   if (r < 0) return pushfail(L, "wait");
   lua_pushinteger(L, (lua_Integer)r);
   if (r == 0) return 1;
@@ -471,14 +475,6 @@ static void proc_setreaped(lua_State *L, Proc *p, int status) {
   lmp_child_remove(L, p->pid);
 }
 
-/* waitpid for a Process: mp.wait() hands its status over directly */
-static pid_t proc_reap(Proc *p, int *status, int nohang) {
-  pid_t r;
-  do r = waitpid(p->pid, status, nohang ? WNOHANG : 0);
-  while (r < 0 && errno == EINTR);
-  return r;
-}
-
 /* the child was reaped by a waitpid not ours: its status is lost */
 static void proc_lost(lua_State *L, Proc *p) {
   p->lost = 1;
@@ -490,7 +486,8 @@ static void proc_poll(lua_State *L, Proc *p) {
   int status = 0;
   pid_t r;
   if (p->pid <= 0 || p->reaped) return;
-  r = proc_reap(p, &status, 1);
+  r = waitpid_eintr(p->pid, &status, WNOHANG);  /* mp.wait() hands a
+                                                   Process its status */
   if (r == p->pid) proc_setreaped(L, p, status);
   else if (r < 0 && errno == ECHILD) proc_lost(L, p);
 }
@@ -543,6 +540,15 @@ static void proc_drain(lua_State *L, Proc *p) {
   }
 }
 
+/* reaps the child if it ended; then its fds go (the result stays) */
+static void proc_collect(lua_State *L, Proc *p) {
+  proc_poll(L, p);
+  if (p->reaped) {
+    proc_drain(L, p);                  /* whatever it wrote before exiting */
+    proc_closefds(L, p);
+  }
+}
+
 /*
 ** Non-blocking: reads what the child wrote (a result bigger than the pipe
 ** must not keep it from exiting while the script only polls), reaps it if
@@ -558,11 +564,7 @@ static void proc_check(lua_State *L, Proc *p) {
     f.revents = 0;
     if (poll(&f, 1, 0) > 0) proc_drain(L, p);
   }
-  proc_poll(L, p);
-  if (p->reaped) {
-    proc_drain(L, p);
-    proc_closefds(L, p);
-  }
+  proc_collect(L, p);
 }
 
 /*
@@ -593,10 +595,8 @@ static void check_children(lua_State *L) {
     q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
     lua_pop(L, 2);
     if (q == NULL || q->owner != getpid() || q->reaped) break;
-    proc_poll(L, q);
+    proc_collect(L, q);
     if (!q->reaped) break;             /* cannot happen; do not loop */
-    proc_drain(L, q);
-    proc_closefds(L, q);
   }
   if (S->scanwait > 0) {
     S->scanwait--;
@@ -604,14 +604,11 @@ static void check_children(lua_State *L) {
   }
   luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
   lua_pushnil(L);
-  while (lua_next(L, -2)) {            /* proc_poll may clear the entry */
+  while (lua_next(L, -2)) {            /* proc_collect may clear it */
     Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
     if (q != NULL && q->owner == getpid()) {
-      proc_poll(L, q);
-      if (q->reaped) {
-        proc_drain(L, q);
-        proc_closefds(L, q);
-      } else n++;
+      proc_collect(L, q);
+      if (!q->reaped) n++;
     }
     lua_pop(L, 1);
   }
@@ -632,12 +629,8 @@ static int proc_wait(lua_State *L, Proc *p, double deadline) {
     unsigned n = 0;
     int r, status, piped = 0;
     double until = deadline;
-    proc_poll(L, p);
-    if (p->reaped) {
-      proc_drain(L, p);                /* whatever it wrote before exiting */
-      proc_closefds(L, p);
-      return 1;
-    }
+    proc_collect(L, p);
+    if (p->reaped) return 1;
     if (p->fd >= 0 && !p->gotframe) {
       double late = p->started + PIPEWAIT;
       if (p->pidfd >= 0 && lmp_now() < late) {
@@ -656,7 +649,7 @@ static int proc_wait(lua_State *L, Proc *p, double deadline) {
     } else if (n == 0) {
       /* no pidfd and no more data expected: the child is exiting */
       if (deadline < 0) {
-        if (proc_reap(p, &status, 0) == p->pid)
+        if (waitpid_eintr(p->pid, &status, 0) == p->pid)
           proc_setreaped(L, p, status);
         else if (errno == ECHILD) proc_lost(L, p);
         else lmp_syserror(L, "waitpid");
