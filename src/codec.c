@@ -667,9 +667,11 @@ static int known_current(lua_State *L, int names, lua_Integer i,
   return ok;
 }
 
-/* writes a T_NAMED for the value at idx if it is a library value */
-/* rebuild: on a miss, build the map again (once per message) and retry;
-   for C functions, and userdata about to be refused, never for tables */
+/*
+** Writes a T_NAMED for p if it is a library value.  `rebuild`: on a miss,
+** build the map again (once per message) and retry -- for C functions, and
+** userdata about to be refused, never for tables.
+*/
 static int enc_named(lmp_enc *E, const void *p, int rebuild) {
   lua_State *L = E->L;
   lua_Integer i;
@@ -1519,11 +1521,13 @@ static void dec_value(lmp_dec *D) {
         }
       }
       lua_remove(L, -2);
+      switch (lua_type(L, -1)) {
+        case LUA_TTABLE: case LUA_TSTRING: case LUA_TFUNCTION:
+        case LUA_TUSERDATA: break;
+        default: D->oddrefs++;         /* nil, a number, a boolean */
+      }
       if (lua_isnil(L, -1)) lua_pushlightuserdata(L, (void *)&nilmark);
       else lua_pushvalue(L, -1);
-      if (lua_type(L, -1) != LUA_TTABLE && lua_type(L, -1) != LUA_TSTRING &&
-          lua_type(L, -1) != LUA_TFUNCTION && lua_type(L, -1) != LUA_TUSERDATA)
-        D->oddrefs++;                  /* nil, a number, a boolean */
       lua_rawseti(L, D->refs, id);
       lua_pushboolean(L, 1);
       lua_rawseti(L, D->refs, -id);    /* for dec_fresh */

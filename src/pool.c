@@ -1493,11 +1493,7 @@ static void checktask(lua_State *L, int arg) {
               luaL_typename(L, arg));
 }
 
-/*
-** Job ids (which also name functions in the workers' caches) start over:
-** every worker must forget the functions it has before the next task, or
-** a new job could run an old job's function.
-*/
+/* marks id as in use (pool_wrapids) */
 static void busy_add(lua_State *L, int busy, lua_Integer id, int *n) {
   if (id <= 0) return;
   lua_pushboolean(L, 1);
@@ -1506,7 +1502,9 @@ static void busy_add(lua_State *L, int busy, lua_Integer id, int *n) {
 }
 
 /*
-** Job ids start over.  The workers empty their function caches, and every
+** Job ids (which also name functions in the workers' caches) start over.
+** Every worker must forget the functions it has before its next task, or
+** a new job could run an old job's function; and every
 ** id something still refers to -- a job not yet collected, a task in
 ** flight or queued, an entry of the input or callback queues, a function
 ** id a live job uses -- goes in "busy": no new job takes it before the
