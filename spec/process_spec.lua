@@ -1001,6 +1001,18 @@ describe("a pid mp.wait reaped, given to the next process", function()
         local f = assert(io.open("/proc/sys/kernel/ns_last_pid", "w"))
         f:write(tostring(pid - 1)) f:close()
       end
+      -- a Process given pid, ended; then a new pool sweeps lmp's zombie list
+      local function process_on(pid)
+        reuse_next(pid)
+        local p = mp.Process(function() return 42 end):start()
+        if p.pid ~= pid then print("reused=no") p:join() os.exit(0) end
+        mp.sleep(0.2)
+        local pool2 = mp.Pool(1)
+        print("join=" .. tostring(p:join(5)))
+        print("exitcode=" .. tostring(p.exitcode))
+        print("result=" .. tostring(p:get(5)))
+        pool2:terminate()
+      end
     ]] .. code, 30)
     local f = fields(out)
     if f.reused == "no" then pending("the kernel did not reuse the pid") return end
@@ -1032,18 +1044,12 @@ describe("a pid mp.wait reaped, given to the next process", function()
       pool = nil collectgarbage() collectgarbage()   -- killed, left on the list
       mp.sleep(0.1)
       assert(mp.wait() == wpid)
-      reuse_next(wpid)
-      local p = mp.Process(function() return 42 end):start()
-      if p.pid ~= wpid then print("reused=no") p:join() os.exit(0) end
-      mp.sleep(0.2)
-      local pool2 = mp.Pool(1)                       -- sweeps the list
-      print("join=" .. tostring(p:join(5)))
-      print("exitcode=" .. tostring(p.exitcode))
-      pool2:terminate()
+      process_on(wpid)
     ]])
     if f then
       assert.are.equal("true", f.join, out)
       assert.are.equal("0", f.exitcode, out)
+      assert.are.equal("42", f.result, out)
     end
   end)
 
@@ -1054,15 +1060,7 @@ describe("a pid mp.wait reaped, given to the next process", function()
       assert(mp.kill(wpid, "KILL"))
       assert(mp.wait(wpid) == wpid)
       pool = nil collectgarbage() collectgarbage()
-      reuse_next(wpid)
-      local p = mp.Process(function() return 42 end):start()
-      if p.pid ~= wpid then print("reused=no") p:join() os.exit(0) end
-      mp.sleep(0.2)
-      local pool2 = mp.Pool(1)
-      print("join=" .. tostring(p:join(5)))
-      print("exitcode=" .. tostring(p.exitcode))
-      print("result=" .. tostring(p:get(5)))
-      pool2:terminate()
+      process_on(wpid)
     ]])
     if f then
       assert.are.equal("true", f.join, out)
