@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define VERSION 1
@@ -22,6 +24,7 @@ enum {
   T_NIL = 0, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TAB, T_REF, T_META,
   T_CUSTOM, T_FUNC, T_GLOBALS, T_NAMED, T_JOIN, T_MTVAL, T_SKEY,
   T_TABR,               /* a table that a later T_REF points to */
+  T_INHERITED,          /* an object the receiver inherited (lmp_ident) */
   T_MAX
 };
 
@@ -38,13 +41,24 @@ enum {
 /* ====================================================================== */
 typedef struct pslot {
   const void *k;
-  lua_Integer v;
+  uint32_t gen;         /* the slot is empty unless gen is the table's */
+  uint32_t v;
 } pslot;
 
+/*
+** An encoder's maps live across messages: a message clears them by moving
+** to the next generation, O(1) however big they grew, instead of wiping
+** them (a pool sends thousands of small messages after one big one).
+*/
 typedef struct phash {
   pslot *s;             /* key and value side by side: one cache miss */
-  size_t cap, n;        /* cap is 0 or a power of two */
+  size_t cap, n;        /* cap is 0 or a power of two; n: live entries */
+  uint32_t gen;
+  size_t peak;          /* largest n of the messages since the last check */
+  unsigned clears;
 } phash;
+
+#define PH_LIVE(h, i) ((h)->s[i].gen == (h)->gen && (h)->s[i].k != NULL)
 
 /*
 ** No mixing: objects allocated one after the other (the tables of one big
@@ -61,8 +75,8 @@ static size_t ph_slot(const void *p, size_t cap) {
 static lua_Integer ph_get(const phash *h, const void *p) {
   size_t i;
   if (h->cap == 0) return 0;
-  for (i = ph_slot(p, h->cap); h->s[i].k != NULL; i = (i + 1) & (h->cap - 1))
-    if (h->s[i].k == p) return h->s[i].v;
+  for (i = ph_slot(p, h->cap); PH_LIVE(h, i); i = (i + 1) & (h->cap - 1))
+    if (h->s[i].k == p) return (lua_Integer)h->s[i].v;
   return 0;
 }
 
@@ -77,29 +91,33 @@ static int ph_grow(phash *h) {
   pslot *ns = (pslot *)calloc(ncap, sizeof *ns);
   if (ns == NULL) return -1;
   for (i = 0; i < h->cap; i++) {
-    if (h->s[i].k != NULL) {
+    if (PH_LIVE(h, i)) {
       size_t j = ph_slot(h->s[i].k, ncap);
       while (ns[j].k != NULL) j = (j + 1) & (ncap - 1);
       ns[j] = h->s[i];
+      ns[j].gen = 1;
     }
   }
   free(h->s);
   h->s = ns;
   h->cap = ncap;
+  h->gen = 1;
   return 0;
 }
 
 /*
-** Returns the value of p if present; else stores v for p and returns 0.
-** -1 (with nothing stored) when out of memory.
+** Returns the value of p if present; else stores v (> 0) for p and returns
+** 0.  -1 (with nothing stored) when out of memory or v does not fit.
 */
 static lua_Integer ph_getput(phash *h, const void *p, lua_Integer v) {
   size_t i;
   if ((h->n + 1) * 2 > h->cap && ph_grow(h) != 0) return -1;
-  for (i = ph_slot(p, h->cap); h->s[i].k != NULL; i = (i + 1) & (h->cap - 1))
-    if (h->s[i].k == p) return h->s[i].v;
+  for (i = ph_slot(p, h->cap); PH_LIVE(h, i); i = (i + 1) & (h->cap - 1))
+    if (h->s[i].k == p) return (lua_Integer)h->s[i].v;
+  if (v > (lua_Integer)UINT32_MAX) return -1;
   h->s[i].k = p;
-  h->s[i].v = v;
+  h->s[i].gen = h->gen;
+  h->s[i].v = (uint32_t)v;
   h->n++;
   return 0;
 }
@@ -108,11 +126,31 @@ static int ph_put(phash *h, const void *p, lua_Integer v) {
   return ph_getput(h, p, v) < 0 ? -1 : 0;
 }
 
+/*
+** Empties the map for the next message.  Memory is kept for the messages
+** to come, within bounds: a map bigger than PH_KEEP slots goes at once,
+** and one that was more than 8 times too big for every message of the
+** last PH_DECAY goes too.
+*/
+#define PH_KEEP  (1u << 19)    /* 8 MiB of slots */
+#define PH_DECAY 64
 static void ph_clear(phash *h) {
-  if (h->cap > 4096) ph_free(h);   /* don't keep (and wipe) a huge table */
-  else if (h->n > 0) {
+  if (h->n > h->peak) h->peak = h->n;
+  if (h->cap > PH_KEEP) {
+    ph_free(h);
+    h->peak = 0;
+    return;
+  }
+  if (++h->clears >= PH_DECAY) {
+    if (h->cap > 4096 && h->cap > 16 * h->peak) ph_free(h);
+    h->clears = 0;
+    h->peak = 0;
+  }
+  h->n = 0;
+  if (h->cap == 0) return;
+  if (++h->gen == 0) {                 /* wrapped: every stamp is ambiguous */
     memset(h->s, 0, h->cap * sizeof *h->s);
-    h->n = 0;
+    h->gen = 1;
   }
 }
 
@@ -185,6 +223,21 @@ struct lmp_enc {
   const void *globals;  /* the globals table travels as T_GLOBALS */
   const char *root;
   lua_Integer rootindex;
+  size_t countat;       /* where lmp_enc_begin wrote the value count */
+  size_t peak;          /* biggest message since the last decay check */
+  unsigned clears;
+  /* identity across fork (see lmp_ident_*): objects registered up to
+     identmax travel by id; LMP_IDENT_ALL also registers a function's
+     _ENV table on the way (mp.encode) */
+  uint64_t identmax;
+  struct ident *ident;  /* the registry's, fetched once per message */
+  /* custom values being written (a __serialize result must not refer back
+     to its own value: it would decode as a dangling reference) */
+  lua_Integer *open;
+  size_t nopen, capopen;
+  /* custom values whose replacement is nil or NaN: never a table key */
+  lua_Integer *nilc;
+  size_t nnilc, capnilc;
 };
 
 static void enc_release(lmp_enc *E) {
@@ -199,6 +252,12 @@ static void enc_release(lmp_enc *E) {
   free(E->segs);
   E->segs = NULL;
   E->nsegs = E->capsegs = 0;
+  free(E->nilc);
+  E->nilc = NULL;
+  E->nnilc = E->capnilc = 0;
+  free(E->open);
+  E->open = NULL;
+  E->nopen = E->capopen = 0;
 }
 
 static int box_gc(lua_State *L) {
@@ -230,16 +289,63 @@ lmp_enc *lmp_enc_new(lua_State *L, int zerocopy) {
   return E;
 }
 
-void lmp_enc_reset(lmp_enc *E) {
+/*
+** Buffers are kept from one message to the next (a pool sends messages
+** back to back; fresh pages cost a fault each), within bounds: the byte
+** buffer up to ENC_KEEP bytes and the table-tag array up to TAG_KEEP
+** entries; bigger ones, or ones far bigger than every message of the last
+** PH_DECAY, are freed.
+*/
+#define ENC_KEEP ((size_t)16 << 20)
+#define TAG_KEEP ((size_t)1 << 20)
+
+/*
+** The encoder kept under registry[key] (a new one if there is none), on
+** the stack and reset for a message from L.  It stays out of the registry
+** while in use, so a nested user (a __serialize that calls mp.encode) makes
+** its own; lmp_enc_give puts it back.  One lost to an error is collected.
+*/
+lmp_enc *lmp_enc_take(lua_State *L, const void *key, int zerocopy) {
+  lmp_enc *E;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TUSERDATA) {
+    E = (lmp_enc *)lua_touserdata(L, -1);
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  } else {
+    lua_pop(L, 1);
+    E = lmp_enc_new(L, zerocopy);
+  }
+  lmp_enc_reset(E, L);
+  return E;
+}
+
+/* ends the message (its anchors go) and keeps the encoder at idx */
+void lmp_enc_give(lua_State *L, int idx, const void *key) {
+  lmp_enc *E = (lmp_enc *)lua_touserdata(L, idx);
+  idx = lua_absindex(L, idx);
+  lmp_enc_reset(E, L);
+  lua_pushvalue(L, idx);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  lua_remove(L, idx);
+}
+
+void lmp_enc_reset(lmp_enc *E, lua_State *L) {
+  E->L = L;                            /* the thread using it now */
+  if (E->buf.n > E->peak) E->peak = E->buf.n;
+  if (E->buf.cap > ENC_KEEP) lmp_buf_free(&E->buf);
+  if (E->buf.n > 0 && ++E->clears >= PH_DECAY) {
+    if (E->buf.cap > 65536 && E->buf.cap > 8 * E->peak) lmp_buf_free(&E->buf);
+    E->clears = 0;
+    E->peak = 0;
+  }
   E->buf.n = 0;
-  if (E->buf.cap > (1u << 20)) lmp_buf_free(&E->buf);
   ph_clear(&E->refs);
   ph_clear(&E->upv);
   ph_clear(&E->skeys);
   ph_clear(&E->checked);
   E->nrefs = 0;
   E->tagn = 0;
-  if (E->tagcap > 65536) {
+  if (E->tagcap > TAG_KEEP) {
     free(E->tagat);
     E->tagat = NULL;
     E->tagcap = 0;
@@ -248,14 +354,16 @@ void lmp_enc_reset(lmp_enc *E) {
   E->nsegs = 0;
   E->extbytes = 0;
   E->knownfresh = 0;
+  E->nopen = 0;
+  E->nnilc = 0;
   if (E->knownready) {
-    lua_pushnil(E->L);
-    lua_rawsetp(E->L, LUA_REGISTRYINDEX, &E->known);
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &E->known);
     E->knownready = 0;
   }
   if (E->anchor) {     /* drop references kept for the last message */
-    lua_pushnil(E->L);
-    lua_rawsetp(E->L, LUA_REGISTRYINDEX, E);
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, E);
     E->anchor = 0;
   }
 }
@@ -454,6 +562,21 @@ static void push_path(lmp_enc *E, const epath *path) {
    encoded before the bad one */
 static void enc_fail(lmp_enc *E, const epath *path, const char *what) {
   lua_State *L = E->L;
+  const epath *p, *env = NULL;
+  /* inside a function's environment (the outermost one): the path through
+     it (busted's runtime, a sandbox's innards) would only confuse */
+  for (p = path; p != NULL; p = p->up)
+    if (p->kind == P_UPVAL && p->s != NULL && strcmp(p->s, "_ENV") == 0)
+      env = p;
+  if (env != NULL) {
+    push_path(E, env);
+    lmp_error(L, "lmp: cannot serialize the environment of %s: it is not _G, "
+                 "the receiving process has no copy of it (it was created "
+                 "after the pool or process started), and it cannot be "
+                 "copied (it holds a %s). Create the pool after this "
+                 "environment exists, or define the function under _G",
+              lua_tostring(L, -1), what);
+  }
   push_path(E, path);
   lmp_error(L, "lmp: cannot serialize %s at %s", what, lua_tostring(L, -1));
 }
@@ -595,14 +718,273 @@ static known *known_get(lua_State *L, int force) {
   return K;
 }
 
+/* ---------------------------------------------------------------------- */
+/* identity across fork                                                   */
+/* ---------------------------------------------------------------------- */
+/*
+** A forked child has its parent's objects as they were at the fork.  An
+** object registered here travels as an id, and the receiver uses its own
+** copy: a task's _ENV table (found on the stack when a pool starts, see
+** lmp_ident_scan) or, later, an IPC object (registered when it is made).
+** Ids count up (seq, inherited with the registry, so a process and its
+** children count on from the same point) and carry a per-process salt (a
+** child's later ids differ from its parent's).  A sender knows which ids
+** its receiver shares: those given out before the receiver was forked, or
+** before the channel between them existed -- the encoder's identmax.
+** Both maps are weak: an object nobody holds any more needs no id.
+*/
+#define KEY_IDENT "lmp.ident"
+struct ident {
+  uint64_t seq;         /* ids given out so far */
+  uint32_t salt;
+  uint64_t bloom[BLOOM_BITS / 64];   /* registered tables: most tables a
+                                        message holds are not, and one bit
+                                        test says so */
+};
+typedef struct ident ident;
+
+static uint32_t ident_salt(void) {
+  uint32_t r = 0;
+  if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r = (uint32_t)ts.tv_nsec ^ ((uint32_t)getpid() << 16) ^ (uint32_t)ts.tv_sec;
+  }
+  return r;
+}
+
+/* pushes the ident userdata (created on first use) and returns it */
+static ident *ident_push(lua_State *L) {
+  ident *I;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, KEY_IDENT) == LUA_TUSERDATA)
+    return (ident *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  I = (ident *)lua_newuserdatauv(L, sizeof *I, 2);
+  memset(I, 0, sizeof *I);
+  I->salt = ident_salt();
+  lua_newtable(L);                     /* object -> id, weak keys */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setiuservalue(L, -2, 1);
+  lua_newtable(L);                     /* id -> object, weak values */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setiuservalue(L, -2, 2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, KEY_IDENT);
+  return I;
+}
+
+/* the id of the object at idx, 0 if it has none */
+static lua_Integer ident_find(lua_State *L, int idx) {
+  lua_Integer id;
+  idx = lua_absindex(L, idx);
+  ident_push(L);
+  lua_getiuservalue(L, -1, 1);
+  lua_pushvalue(L, idx);
+  id = lua_rawget(L, -2) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
+  lua_pop(L, 3);
+  return id;
+}
+
+lua_Integer lmp_ident_register(lua_State *L, int idx) {
+  ident *I;
+  lua_Integer id = ident_find(L, idx);
+  if (id != 0) return id;
+  idx = lua_absindex(L, idx);
+  I = ident_push(L);
+  if (I->seq >= 0x7fffffff) lmp_error(L, "lmp: too many shared objects");
+  id = (lua_Integer)((++I->seq << 32) | I->salt);
+  if (lua_type(L, idx) == LUA_TTABLE) {
+    unsigned b = bloom_bit(lua_topointer(L, idx));
+    I->bloom[b / 64] |= (uint64_t)1 << (b % 64);
+  }
+  lua_getiuservalue(L, -1, 1);
+  lua_pushvalue(L, idx);
+  lua_pushinteger(L, id);
+  lua_rawset(L, -3);
+  lua_getiuservalue(L, -2, 2);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, -2, id);
+  lua_pop(L, 3);
+  return id;
+}
+
+uint64_t lmp_ident_mark(lua_State *L) {
+  uint64_t seq = ident_push(L)->seq;
+  lua_pop(L, 1);
+  return seq;
+}
+
+void lmp_ident_forked(lua_State *L) {
+  ident_push(L)->salt = ident_salt();
+  lua_pop(L, 1);
+}
+
+/* registers the table at idx if it is an environment other than _G */
+static void ident_env(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TTABLE) return;
+  idx = lua_absindex(L, idx);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  if (!lua_rawequal(L, idx, -1)) lmp_ident_register(L, idx);
+  lua_pop(L, 1);
+}
+
+/*
+** Which environments will a pool's tasks have?  Those of the code creating
+** the pool, mostly, and of the code around it -- but that code need not
+** use a global itself (busted's `before_each(function() pool = mp.Pool(2)
+** end)` has no _ENV upvalue; the spec file's environment is one step away,
+** in what busted's frames below hold).  So the search starts at every
+** frame of the stack (its function and locals) and goes breadth first
+** through upvalues, table entries and metatables, registering each table
+** that is some function's _ENV, other than _G.  It is bounded (SCAN_STEPS
+** entries in all, SCAN_WIDE per table): functions are looked into before
+** tables, so a big data table on the way costs little.
+*/
+#define SCAN_STEPS 20000
+#define SCAN_WIDE  256
+
+typedef struct scan {
+  lua_State *L;
+  int seen, fq, tq;     /* stack indices: visited set, function and table
+                           queues (arrays) */
+  lua_Integer fhead, ftail, thead, ttail;
+  long steps;
+} scan;
+
+/* queues the value on top (pops it) if it is a table or a Lua function */
+static void scan_push(scan *sc) {
+  lua_State *L = sc->L;
+  int t = lua_type(L, -1);
+  if ((t == LUA_TFUNCTION && !lua_iscfunction(L, -1)) || t == LUA_TTABLE) {
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, sc->seen) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -1);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, sc->seen);
+      if (t == LUA_TFUNCTION) lua_rawseti(L, sc->fq, ++sc->ftail);
+      else lua_rawseti(L, sc->tq, ++sc->ttail);
+      return;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+static void scan_frames(scan *sc, lua_State *T) {
+  lua_State *L = sc->L;
+  lua_Debug ar;
+  int level, i;
+  for (level = 0; lua_getstack(T, level, &ar); level++) {
+    lua_getinfo(T, "f", &ar);
+    if (T != L) lua_xmove(T, L, 1);
+    scan_push(sc);
+    for (i = 1; lua_getlocal(T, &ar, i) != NULL; i++) {
+      if (T != L) lua_xmove(T, L, 1);
+      scan_push(sc);
+    }
+  }
+}
+
+static void scan_function(scan *sc) {          /* [f] */
+  lua_State *L = sc->L;
+  const char *name;
+  int i;
+  for (i = 1; (name = lua_getupvalue(L, -1, i)) != NULL; i++) {
+    sc->steps++;
+    if (strcmp(name, "_ENV") == 0) ident_env(L, -1);
+    scan_push(sc);
+  }
+}
+
+static void scan_table(scan *sc) {             /* [t] */
+  lua_State *L = sc->L;
+  int n = 0, t = lua_gettop(L);
+  if (lua_getmetatable(L, t)) scan_push(sc);
+  lua_pushnil(L);
+  while (n++ < SCAN_WIDE && lua_next(L, t)) {
+    sc->steps++;
+    lua_pushvalue(L, -2);
+    scan_push(sc);                             /* the key */
+    scan_push(sc);                             /* the value */
+  }
+  lua_settop(L, t);
+}
+
+void lmp_ident_scan(lua_State *L) {
+  scan sc;
+  lua_State *M;
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 16, NULL);
+  memset(&sc, 0, sizeof sc);
+  sc.L = L;
+  lua_newtable(L);
+  sc.seen = lua_gettop(L);
+  lua_newtable(L);
+  sc.fq = lua_gettop(L);
+  lua_newtable(L);
+  sc.tq = lua_gettop(L);
+  scan_frames(&sc, L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  M = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (M != NULL && M != L) scan_frames(&sc, M);
+  while (sc.steps < SCAN_STEPS) {
+    if (sc.fhead < sc.ftail) {
+      lua_rawgeti(L, sc.fq, ++sc.fhead);
+      scan_function(&sc);
+    } else if (sc.thead < sc.ttail) {
+      lua_rawgeti(L, sc.tq, ++sc.thead);
+      scan_table(&sc);
+    } else break;
+    lua_pop(L, 1);
+  }
+  lua_settop(L, top);
+}
+
+/*
+** Writes a T_INHERITED for the object at idx if the receiver shares it;
+** with LMP_IDENT_ALL, an _ENV table (`env`) is registered first.  A table
+** is looked up only when the bloom filter says it may be registered.
+*/
+static int enc_ident(lmp_enc *E, int idx, int env) {
+  lua_State *L = E->L;
+  lua_Integer id;
+  if (E->identmax == 0) return 0;
+  if (E->ident == NULL) {
+    E->ident = ident_push(L);
+    lua_pop(L, 1);                     /* the registry keeps it */
+  }
+  if (lua_type(L, idx) == LUA_TTABLE && !env) {
+    unsigned b = bloom_bit(lua_topointer(L, idx));
+    if (!(E->ident->bloom[b / 64] >> (b % 64) & 1)) return 0;
+  }
+  if (env && E->identmax == LMP_IDENT_ALL) id = lmp_ident_register(L, idx);
+  else {
+    id = ident_find(L, idx);
+    if (id == 0 || ((uint64_t)id >> 32) > E->identmax) return 0;
+  }
+  putbyte(E, T_INHERITED);
+  putvarint(E, (uint64_t)id);
+  return 1;
+}
+
+void lmp_enc_ident(lmp_enc *E, uint64_t identmax) { E->identmax = identmax; }
+
 /*
 ** 1 if the Lua function at idx carries no state of its own: each upvalue is
-** the globals table or a library value (all of which a worker has its own
-** copy of).  A pool worker may then keep the decoded function for later
-** calls: nothing it could change in it would be seen by them.  A nil
-** upvalue is state: the function may assign to it.
+** the globals table, a library value or an object shared with the receiver
+** (all of which a worker has its own copy of).  A pool worker may then keep
+** the decoded function for later calls: nothing it could change in it would
+** be seen by them.  A nil upvalue is state: the function may assign to it.
 */
-int lmp_fn_stateless(lua_State *L, int idx) {
+int lmp_fn_stateless(lua_State *L, int idx, uint64_t identmax) {
   int i, ok = 1, kidx = 0;
   const void *g;
   idx = lua_absindex(L, idx);
@@ -624,6 +1006,10 @@ int lmp_fn_stateless(lua_State *L, int idx) {
         kidx = lua_gettop(L) - 1;
       }
       ok = ph_get(&((known *)lua_touserdata(L, kidx))->h, p) != 0;
+      if (!ok && t != LUA_TFUNCTION && identmax != 0) {
+        lua_Integer id = ident_find(L, -1);
+        ok = id != 0 && ((uint64_t)id >> 32) <= identmax;
+      }
     } else ok = 0;                     /* a value the function could change */
     lua_pop(L, 1);
   }
@@ -718,7 +1104,7 @@ static int enc_named(lmp_enc *E, const void *p, int rebuild) {
 /* ---------------------------------------------------------------------- */
 /* values                                                                 */
 /* ---------------------------------------------------------------------- */
-static void enc_value(lmp_enc *E, int idx, const epath *path);
+static int enc_value(lmp_enc *E, int idx, const epath *path);
 
 static void enc_lstring(lmp_enc *E, const char *s, size_t n) {
   putbyte(E, T_STR);
@@ -740,7 +1126,8 @@ static void enc_lstring(lmp_enc *E, const char *s, size_t n) {
 }
 
 /* the hottest path of big arrays: straight into the buffer */
-static void enc_number(lmp_enc *E, int idx) {
+/* returns 1 for NaN */
+static int enc_number(lmp_enc *E, int idx) {
   lua_State *L = E->L;
   char *p = room(E, 11);
   if (lua_isinteger(L, idx)) {
@@ -750,6 +1137,7 @@ static void enc_number(lmp_enc *E, int idx) {
     p[0] = T_INT;
     put_varint_at(p + 1, z, w);
     E->buf.n += (size_t)w + 1;
+    return 0;
   } else {
     double d = (double)lua_tonumber(L, idx);
     uint64_t u;
@@ -757,6 +1145,7 @@ static void enc_number(lmp_enc *E, int idx) {
     p[0] = T_FLT;
     lmp_put64(p + 1, u);
     E->buf.n += 9;
+    return d != d;
   }
 }
 
@@ -789,21 +1178,56 @@ static void enc_key(lmp_enc *E, int idx) {
   else enc_short(E, s, n);
 }
 
-/* returns 1 and writes a back-reference if the object was seen already */
-static int enc_seen(lmp_enc *E, const void *p) {
+/* 1 if custom value `id` is being written (its __serialize result is) */
+static int enc_isopen(lmp_enc *E, lua_Integer id) {
+  size_t i;
+  for (i = 0; i < E->nopen; i++)
+    if (E->open[i] == id) return 1;
+  return 0;
+}
+
+/* 1 if custom value `id` decodes as nil or NaN */
+static int enc_isnilc(lmp_enc *E, lua_Integer id) {
+  size_t i;
+  for (i = 0; i < E->nnilc; i++)
+    if (E->nilc[i] == id) return 1;
+  return 0;
+}
+
+/* appends v to one of the encoder's id lists */
+static void enc_listadd(lmp_enc *E, lua_Integer **a, size_t *n, size_t *cap,
+                        lua_Integer v) {
+  if (*n == *cap) {
+    size_t nc = *cap ? *cap * 2 : 16;
+    lua_Integer *na = (lua_Integer *)realloc(*a, nc * sizeof *na);
+    if (na == NULL) enc_nomem(E);
+    *a = na;
+    *cap = nc;
+  }
+  (*a)[(*n)++] = v;
+}
+
+/*
+** Writes a back-reference if the object was seen already: returns 0 if not
+** (it now has the next id), 1 if a reference was written, 2 if it was and
+** the value decodes as nil or NaN (a custom value's replacement).
+*/
+static int enc_seen(lmp_enc *E, const void *p, const epath *path) {
   lua_Integer id = ph_getput(&E->refs, p, E->nrefs + 1);
   if (id < 0) enc_nomem(E);
   if (id == 0) {
     E->nrefs++;
     return 0;
   }
+  if (E->nopen > 0 && enc_isopen(E, id))
+    enc_fail(E, path, "value whose __serialize result holds the value itself");
   if ((size_t)id < E->tagn && E->tagat[id] != 0) {
     E->buf.p[E->tagat[id]] = T_TABR;   /* the decoder must keep it */
     E->tagat[id] = 0;
   }
   putbyte(E, T_REF);
   putvarint(E, (uint64_t)id);
-  return 1;
+  return E->nnilc > 0 && enc_isnilc(E, id) ? 2 : 1;
 }
 
 /* remembers where table `id`'s tag is about to be written */
@@ -863,11 +1287,20 @@ static void enc_anchor(lmp_enc *E, int idx) {
   lua_pop(L, 1);
 }
 
-/* the value has a metatable with __serialize (on top of the stack) */
-static void enc_custom(lmp_enc *E, int idx, const epath *path) {
+/*
+** The value has a metatable with __serialize (on top of the stack); the
+** value's id is `id`.  Returns 1 if it decodes as nil or NaN.
+*/
+static int enc_custom(lmp_enc *E, int idx, lua_Integer id,
+                      const epath *path) {
   lua_State *L = E->L;
   epath sub;
-  int mt = lua_gettop(L) - 1;          /* [mt, __serialize] */
+  int mt = lua_gettop(L) - 1, odd;     /* [mt, __serialize] */
+  if (!lmp_iscallable(L, -1)) {
+    lua_pushfstring(L, "value whose __serialize is a %s, not a function",
+                    luaL_typename(L, -1));
+    enc_fail(E, path, lua_tostring(L, -1));
+  }
   putbyte(E, T_CUSTOM);
   if (lua_getfield(L, LUA_REGISTRYINDEX, KEY_METABYMT) == LUA_TTABLE) {
     lua_pushvalue(L, mt);
@@ -886,17 +1319,23 @@ static void enc_custom(lmp_enc *E, int idx, const epath *path) {
   enc_anchor(E, -1);
   sub.up = path;
   sub.kind = P_CUSTOM;
-  enc_value(E, lua_gettop(L), &sub);
+  enc_listadd(E, &E->open, &E->nopen, &E->capopen, id);
+  odd = enc_value(E, lua_gettop(L), &sub);
+  E->nopen--;
+  if (odd) enc_listadd(E, &E->nilc, &E->nnilc, &E->capnilc, id);
   lua_pop(L, 2);
+  return odd;
 }
 
 /*
-** Handles the metatable of the value at idx: 1 if the value was written
-** (via __serialize); 0 if the caller writes the body (no metatable, or a
-** registered one whose name was just written); 2 if the caller writes the
+** Handles the metatable of the value at idx (whose id is `id`): 1 if the
+** value was written (via __serialize), and then *odd says whether it
+** decodes as nil or NaN; 0 if the caller writes the body (no metatable, or
+** a registered one whose name was just written); 2 if the caller writes the
 ** body and then the metatable itself, by value (an unregistered one).
 */
-static int enc_meta(lmp_enc *E, int idx, const epath *path, int *weak) {
+static int enc_meta(lmp_enc *E, int idx, lua_Integer id, const epath *path,
+                    int *weak, int *odd) {
   lua_State *L = E->L;
   if (!lua_getmetatable(L, idx)) return 0;             /* [mt] */
   if (weak != NULL) {
@@ -905,7 +1344,7 @@ static int enc_meta(lmp_enc *E, int idx, const epath *path, int *weak) {
     lua_pop(L, 1);
   }
   if (lua_getfield(L, -1, "__serialize") != LUA_TNIL) {
-    enc_custom(E, idx, path);                          /* pops both */
+    *odd = enc_custom(E, idx, id, path);               /* pops both */
     return 1;
   }
   lua_pop(L, 1);
@@ -927,26 +1366,28 @@ static int enc_meta(lmp_enc *E, int idx, const epath *path, int *weak) {
   return 2;
 }
 
-static void enc_table(lmp_enc *E, int idx, const epath *path) {
+/* returns 1 if the table decodes as nil or NaN (a custom value) */
+static int enc_table(lmp_enc *E, int idx, const epath *path) {
   lua_State *L = E->L;
   size_t at, hat;
-  int aw, mode, top, weak = 0;
+  int aw, mode, top, weak = 0, odd = 0, seen;
   lua_Unsigned narr = 0, nhash = 0, len;
   lua_Integer tid;
   epath sub;
   const void *p = lua_topointer(L, idx);
   if (p == E->globals) {
     putbyte(E, T_GLOBALS);
-    return;
+    return 0;
   }
-  /* library tables are never in refs: check them first */
-  if (enc_named(E, p, 0) || enc_seen(E, p)) return;
+  /* library tables and inherited ones are never in refs: check them first */
+  if (enc_named(E, p, 0) || enc_ident(E, idx, 0)) return 0;
+  if ((seen = enc_seen(E, p, path)) != 0) return seen == 2;
   tid = E->nrefs;
   enc_enter(E, path);
-  mode = enc_meta(E, idx, path, &weak);
+  mode = enc_meta(E, idx, tid, path, &weak, &odd);
   if (mode == 1) {
     E->depth--;
-    return;
+    return odd;
   }
   enc_tagat(E, tid);
   putbyte(E, T_TAB);
@@ -979,7 +1420,10 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
       if (kt == LUA_TSTRING) enc_key(E, top - 1);
       else {
         sub.kind = P_ISKEY;
-        enc_value(E, top - 1, &sub);
+        /* only a custom key can become nil or NaN: the decoder would
+           refuse it, so the sender does */
+        if (enc_value(E, top - 1, &sub))
+          enc_fail(E, &sub, "table key that __serialize turns into nil or NaN");
       }
       sub.kind = P_KEY;
       sub.idx = top - 1;
@@ -1000,6 +1444,7 @@ static void enc_table(lmp_enc *E, int idx, const epath *path) {
     lua_pop(L, 1);
   }
   E->depth--;
+  return 0;
 }
 
 typedef struct dumpst {
@@ -1024,8 +1469,10 @@ static void enc_function(lmp_enc *E, int idx, const epath *path) {
     if (enc_named(E, lua_topointer(L, idx), 1)) return;
     enc_fail(E, path, "C function");
   }
-  if (enc_seen(E, lua_topointer(L, idx))) return;
+  if (enc_seen(E, lua_topointer(L, idx), path)) return;
   fid = E->nrefs;
+  if (fid >= ((lua_Integer)1 << 24))   /* upv packs fid * 256 in 32 bits */
+    enc_fail(E, path, "function (more than 16 million in one message)");
   enc_enter(E, path);
   putbyte(E, T_FUNC);
   if (E->buf.cap - E->buf.n < 5 && lmp_buf_grow(&E->buf, 5) != 0)
@@ -1047,6 +1494,7 @@ static void enc_function(lmp_enc *E, int idx, const epath *path) {
   for (i = 1; i <= nups; i++) {
     const void *uid = lua_upvalueid(L, idx, i);
     lua_Integer prev = ph_get(&E->upv, uid);
+    int v;
     if (prev != 0) {                   /* shared with an earlier closure */
       putbyte(E, T_JOIN);
       putvarint(E, (uint64_t)(prev >> 8));
@@ -1055,62 +1503,88 @@ static void enc_function(lmp_enc *E, int idx, const epath *path) {
     }
     if (ph_put(&E->upv, uid, fid * 256 + i) != 0) enc_nomem(E);
     sub.s = lua_getupvalue(L, idx, i);
-    enc_value(E, lua_gettop(L), &sub);
+    v = lua_gettop(L);
+    /* the function's environment, when it is not _G, is the receiver's
+       copy of it (see lmp_ident_scan) */
+    if (!(lua_type(L, v) == LUA_TTABLE && strcmp(sub.s, "_ENV") == 0 &&
+          lua_topointer(L, v) != E->globals && enc_ident(E, v, 1)))
+      enc_value(E, v, &sub);
     lua_pop(L, 1);
   }
   E->depth--;
 }
 
-static void enc_userdata(lmp_enc *E, int idx, const epath *path) {
+/* returns 1 if the userdata decodes as nil or NaN (a custom value) */
+static int enc_userdata(lmp_enc *E, int idx, const epath *path) {
   lua_State *L = E->L;
-  if (enc_named(E, lua_topointer(L, idx), 0)) return;
+  int odd = 0;
+  if (enc_named(E, lua_topointer(L, idx), 0) || enc_ident(E, idx, 0))
+    return 0;
   if (lua_getmetatable(L, idx)) {
-    int has = lua_getfield(L, -1, "__serialize") != LUA_TNIL;
+    int has = lua_getfield(L, -1, "__serialize") != LUA_TNIL, seen;
     lua_pop(L, 2);
     if (has) {
-      if (enc_seen(E, lua_topointer(L, idx))) return;
+      if ((seen = enc_seen(E, lua_topointer(L, idx), path)) != 0)
+        return seen == 2;
       enc_enter(E, path);
-      enc_meta(E, idx, path, NULL);
+      enc_meta(E, idx, E->nrefs, path, NULL, &odd);
       E->depth--;
-      return;
+      return odd;
     }
   }
   /* a member added to a module since the map was built? */
-  if (enc_named(E, lua_topointer(L, idx), 1)) return;
+  if (enc_named(E, lua_topointer(L, idx), 1)) return 0;
   enc_fail(E, path, "userdata");
+  return 0;
 }
 
-static void enc_value(lmp_enc *E, int idx, const epath *path) {
+/* returns 1 if the value decodes as nil or NaN */
+static int enc_value(lmp_enc *E, int idx, const epath *path) {
   lua_State *L = E->L;
   switch (lua_type(L, idx)) {
-    case LUA_TNIL: putbyte(E, T_NIL); break;
+    case LUA_TNIL: putbyte(E, T_NIL); return 1;
     case LUA_TBOOLEAN: putbyte(E, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
-      break;
-    case LUA_TNUMBER: enc_number(E, idx); break;
+      return 0;
+    case LUA_TNUMBER: return enc_number(E, idx);
     case LUA_TSTRING: {
       size_t n;
       const char *s = lua_tolstring(L, idx, &n);
       /* tiny strings (tags, codes, enums) repeat as values too */
       if (n <= 8) enc_short(E, s, n);
       else enc_lstring(E, s, n);
-      break;
+      return 0;
     }
-    case LUA_TTABLE: enc_table(E, idx, path); break;
-    case LUA_TFUNCTION: enc_function(E, idx, path); break;
-    case LUA_TUSERDATA: enc_userdata(E, idx, path); break;
+    case LUA_TTABLE: return enc_table(E, idx, path);
+    case LUA_TFUNCTION: enc_function(E, idx, path); return 0;
+    case LUA_TUSERDATA: return enc_userdata(E, idx, path);
     case LUA_TLIGHTUSERDATA: enc_fail(E, path, "light userdata"); break;
     case LUA_TTHREAD: enc_fail(E, path, "thread"); break;
     default: enc_fail(E, path, luaL_typename(L, idx));
   }
+  return 0;
 }
 
+/*
+** Starts a message of `nvalues` values, or of a count given later with
+** lmp_enc_count (LMP_COUNT_LATER: the count gets 10 bytes, a padded varint,
+** so patching it moves nothing).
+*/
 void lmp_enc_begin(lmp_enc *E, size_t nvalues) {
   static const char magic[4] = { 'L', 'M', 'P', VERSION };
   lua_rawgeti(E->L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   E->globals = lua_topointer(E->L, -1);
   lua_pop(E->L, 1);
   put(E, magic, 4);
-  putvarint(E, (uint64_t)nvalues);
+  E->countat = E->buf.n;
+  if (nvalues == LMP_COUNT_LATER) {
+    room(E, 10);
+    put_varint_at(E->buf.p + E->buf.n, 0, 10);
+    E->buf.n += 10;
+  } else putvarint(E, (uint64_t)nvalues);
+}
+
+void lmp_enc_count(lmp_enc *E, size_t nvalues) {
+  put_varint_at(E->buf.p + E->countat, (uint64_t)nvalues, 10);
 }
 
 void lmp_enc_value(lmp_enc *E, int idx, const char *root,
@@ -1329,7 +1803,7 @@ static void dec_function(lmp_dec *D) {
   lua_State *L = D->L;
   loadst ls;
   int f, i, nups;
-  if (!D->functions)
+  if (!(D->flags & LMP_DEC_FUNCTIONS))
     dec_fail(D, "message contains a function (pass {functions=true} to "
                 "accept bytecode, only from a trusted source)");
   dec_enter(D);
@@ -1372,6 +1846,34 @@ static void push_registered(lmp_dec *D, const char *name) {
   lua_remove(L, -2);
 }
 
+/*
+** Over lmp's own pipes a module the sender named but this process has not
+** loaded is required here (a task names `lfs`, required by the parent after
+** the pool forked).  Never for mp.decode: that would run code chosen by the
+** message.  Leaves package.loaded[name] (or nil) on the stack.
+*/
+static void dec_require(lmp_dec *D, int name) {
+  lua_State *L = D->L;
+  lua_pop(L, 1);                                       /* the nil */
+  if (!(D->flags & LMP_DEC_REQUIRE)) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  lua_getfield(L, -1, "require");
+  lua_remove(L, -2);
+  lua_pushvalue(L, name);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+    lmp_error(L, "lmp: decode: module %s is not loaded in this process, and "
+                 "require failed: %s", lua_tostring(L, name),
+              lua_tostring(L, -1));
+  lua_pop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushvalue(L, name);
+  lua_rawget(L, -2);
+  lua_remove(L, -2);
+}
+
 static void dec_named(lmp_dec *D) {
   lua_State *L = D->L;
   int base = lua_gettop(L) + 1, haskey;
@@ -1386,6 +1888,7 @@ static void dec_named(lmp_dec *D) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushvalue(L, base);
   lua_rawget(L, -2);                                   /* [mod, loaded, m] */
+  if (lua_isnil(L, -1)) dec_require(D, base);
   if (haskey) {
     dec_string(D);                                     /* [.., m, key] */
     if (lua_istable(L, base + 2)) {
@@ -1400,6 +1903,25 @@ static void dec_named(lmp_dec *D) {
                lua_tostring(L, base));
   lua_replace(L, base);
   lua_settop(L, base);
+}
+
+/* an object the sender knows the receiver inherited (lmp_ident) */
+static void dec_inherited(lmp_dec *D) {
+  lua_State *L = D->L;
+  uint64_t id;
+  if (!(D->flags & LMP_DEC_IDENT))
+    dec_fail(D, "message contains an object shared across fork (pass "
+                "{functions=true} to accept it, only from a trusted source)");
+  id = dec_varint(D);
+  ident_push(L);
+  lua_getiuservalue(L, -1, 2);
+  if (id > (uint64_t)LUA_MAXINTEGER ||
+      lua_rawgeti(L, -1, (lua_Integer)id) == LUA_TNIL)
+    lmp_error(L, "lmp: decode: object %I shared across fork is not known in "
+                 "this process (it was made after this process was forked, "
+                 "or is gone)", (LUAI_UACINT)id);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
 }
 
 /* marks, in a message's ref table, a custom value that became nil */
@@ -1537,19 +2059,20 @@ static void dec_value(lmp_dec *D) {
     case T_FUNC: dec_function(D); break;
     case T_GLOBALS: lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS); break;
     case T_NAMED: dec_named(D); break;
+    case T_INHERITED: dec_inherited(D); break;
     default: dec_fail(D, "unknown value tag (corrupt message)");
   }
 }
 
 size_t lmp_dec_begin(lmp_dec *D, lua_State *L, const char *p, size_t len,
-                     int functions) {
+                     int flags) {
   uint64_t n;
   D->L = L;
   D->p = (const unsigned char *)p;
   D->end = D->p + len;
   D->nrefs = 0;
   D->depth = 0;
-  D->functions = functions;
+  D->flags = flags;
   D->refs = 0;
   D->budget = len;
   D->oddrefs = 0;
@@ -1579,33 +2102,38 @@ void lmp_dec_end(lmp_dec *D) {
 /* ====================================================================== */
 /* Lua API                                                                */
 /* ====================================================================== */
+/* registry key of mp.encode's encoder */
+static const char encache = 0;
+
 static int codec_encode(lua_State *L) {
   int n = lua_gettop(L), i;
-  lmp_enc *E = lmp_enc_new(L, 0);
+  lmp_enc *E = lmp_enc_take(L, &encache, 0);
   size_t len;
   const char *s;
+  lmp_enc_ident(E, LMP_IDENT_ALL);
   lmp_enc_begin(E, (size_t)n);
   for (i = 1; i <= n; i++) lmp_enc_value(E, i, "args", i);
   s = lmp_enc_flatten(E, &len);
   lua_pushlstring(L, s, len);
-  lmp_enc_reset(E);
-  enc_release(E);
+  lmp_enc_give(L, n + 1, &encache);
   return 1;
 }
 
 static int codec_decode(lua_State *L) {
   size_t len, n, i;
   const char *s = luaL_checklstring(L, 1, &len);
-  int functions = 0;
+  int flags = 0;
   lmp_dec D;
   if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_istable(L, 2))
+      return lmp_error(L, "lmp: decode options must be a table, got %s",
+                       luaL_typename(L, 2));
     lua_getfield(L, 2, "functions");
-    functions = lua_toboolean(L, -1);
+    if (lua_toboolean(L, -1)) flags = LMP_DEC_FUNCTIONS | LMP_DEC_IDENT;
     lua_pop(L, 1);
   }
   lua_settop(L, 1);
-  n = lmp_dec_begin(&D, L, s, len, functions);
+  n = lmp_dec_begin(&D, L, s, len, flags);
   for (i = 0; i < n; i++) {
     if (!lua_checkstack(L, 8)) dec_fail(&D, "too many values");
     lmp_dec_value(&D);

@@ -111,6 +111,13 @@ static int state_gc(lua_State *L) {
   free(S->fds);
   S->fds = NULL;
   S->nfds = S->capfds = 0;
+  if (S->finishraise && S->pid == getpid()) {
+    /* Ctrl-C stopped the children we waited for at exit (finish_wait):
+       the process ends as that Ctrl-C would have ended it */
+    fflush(NULL);
+    signal(SIGINT, SIG_DFL);
+    raise(SIGINT);
+  }
   return 0;
 }
 
@@ -255,6 +262,8 @@ pid_t lmp_fork(lua_State *L, lmp_state *S, const char *name, int flags) {
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, KEY_REAPED);
   reseed(L);
+  lmp_ident_forked(L);
+  S->identmark = lmp_ident_mark(L);
   return 0;
 }
 
@@ -312,6 +321,7 @@ static pid_t checkpid(lua_State *L, int arg) {
 }
 
 static void child_reaped(lua_State *L, pid_t pid, int status);
+static void pushfield(lua_State *L, int pidx, const char *k);
 
 /*
 ** Blocks until running child `pid` ends, without reaping it.  waitpid is
@@ -331,6 +341,7 @@ static int wait_exit(lua_State *L, pid_t pid) {
     f.revents = 0;
     if (poll(&f, 1, -1) >= 0 || errno != EINTR) break;
     if (lmp_hook_changed(L, &h)) {
+      lmp_hook_deliver(&h);            /* it fires in this thread too */
       stop = 1;
       break;
     }
@@ -386,16 +397,24 @@ static int mp_cpu_count(lua_State *L) {
 }
 
 static int mp_sleep(lua_State *L) {
-  lua_Number s = luaL_checknumber(L, 1);
+  lua_Number s;
   struct timespec ts;
   lmp_hook h;
-  luaL_argcheck(L, s >= 0, 1, "lmp: negative sleep time");
+  if (lua_type(L, 1) != LUA_TNUMBER)
+    return lmp_error(L, "lmp: sleep time must be a number, got %s",
+                     luaL_typename(L, 1));
+  s = lua_tonumber(L, 1);
+  if (s != s) return lmp_error(L, "lmp: sleep time must be a number, got nan");
+  if (s < 0) return lmp_error(L, "lmp: negative sleep time");
   if (s > 1e9) s = 1e9;
   ts.tv_sec = (time_t)s;
   ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
   lmp_hook_save(L, &h);
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    if (lmp_hook_changed(L, &h)) break;  /* let the interrupt through */
+    if (lmp_hook_changed(L, &h)) {     /* let the interrupt through */
+      lmp_hook_deliver(&h);
+      break;
+    }
   }
   return 0;
 }
@@ -735,6 +754,43 @@ static int proc_new(lua_State *L) {
 }
 
 /*
+** SIGINT in a Process child: the target runs in a thread of its own, which
+** lua.c's handler (it hooks the main thread) would never stop.  This one,
+** installed in the child unless SIGINT is ignored, hooks that thread the
+** same way: "interrupted!" at its next instruction, and a second SIGINT
+** kills.  The static is the child's own, set after its fork.
+*/
+static lua_State *child_thread, *child_main_thread;
+
+static void child_stop(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted!");
+}
+
+/* the main thread too, as lua.c does: a wait in another coroutine sees
+   it change (lmp_hook_changed) and takes the interrupt there */
+static void child_onsigint(int sig) {
+  int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT;
+  signal(sig, SIG_DFL);
+  if (child_thread != NULL) {
+    lua_sethook(child_thread, child_stop, mask, 1);
+    lua_sethook(child_main_thread, child_stop, mask, 1);
+  }
+}
+
+static void child_catchint(lua_State *L, lua_State *T) {
+  struct sigaction sa, old;
+  if (sigaction(SIGINT, NULL, &old) != 0 || old.sa_handler == SIG_IGN) return;
+  child_thread = T;
+  child_main_thread = L;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = child_onsigint;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+}
+
+/*
 ** Child: runs the target in a thread of its own, so the traceback of an
 ** error shows the task's frames and not the parent's script that forked.
 ** Returns ok, values...
@@ -742,6 +798,7 @@ static int proc_new(lua_State *L) {
 static int child_run(lua_State *L) {
   lua_State *T = lua_newthread(L);     /* [target, args, T] */
   int n, st, nres;
+  child_catchint(L, T);
   lua_pushcfunction(T, lmp_traceback);
   lua_pushvalue(L, 1);
   n = lmp_pushargs(L, 2);              /* on L: its errors are caught */
@@ -761,6 +818,7 @@ static int child_run(lua_State *L) {
 static int child_send(lua_State *L) {
   int n = lua_gettop(L), fd = (int)lua_tointeger(L, lua_upvalueindex(1)), i;
   lmp_enc *E = lmp_enc_new(L, 1);
+  lmp_enc_ident(E, lmp_getstate(L)->identmark);
   lmp_enc_begin(E, (size_t)n);
   for (i = 1; i <= n; i++)
     lmp_enc_value(E, i, lua_toboolean(L, 1) ? "result" : "error",
@@ -781,6 +839,8 @@ static void child_main(lua_State *L, int fd, int pidx) {
     lua_pushboolean(L, 0);
     lua_insert(L, -2);
   }
+  /* a late SIGINT's hook on this thread must not fail the sending */
+  if (lua_gethook(L) == child_stop) lua_sethook(L, NULL, 0, 0);
   ok = lua_toboolean(L, pidx + 1);
   code = ok ? 0 : 1;
   lua_pushinteger(L, fd);
@@ -893,7 +953,7 @@ static int proc_get(lua_State *L) {
                       lua_tostring(L, -2), (int)p->pid, lua_tostring(L, -1));
   }
   top = lua_gettop(L);
-  n = lmp_dec_begin(&D, L, p->frame, p->framelen, 1);
+  n = lmp_dec_begin(&D, L, p->frame, p->framelen, LMP_DEC_TRUSTED);
   luaL_checkstack(L, (int)(n < 1000000 ? n : 1000000) + 4, "lmp: too many results");
   for (i = 0; i < n; i++) lmp_dec_value(&D);
   lmp_dec_end(&D);
@@ -986,6 +1046,87 @@ static void kill_daemons(lua_State *L) {
 }
 
 /*
+** The script ended (or a Process child's target returned) while non-daemon
+** children run: they are joined, as in Python, but never in silence.  After
+** FINISH_QUIET seconds one line on stderr says whom we wait for and that
+** Ctrl-C stops them; Ctrl-C then terminates them (SIGTERM, SIGKILL a second
+** later) and, once everything is reaped, the process dies of the SIGINT
+** (state_gc re-raises it) as it would have without lmp.  lua.c has put
+** SIGINT's default back by now, so a handler of ours stands in for it
+** while we wait (not if SIGINT is ignored).
+*/
+#define FINISH_QUIET 1.0
+static volatile sig_atomic_t finish_sigint;
+static void finish_onsigint(int sig) {
+  (void)sig;
+  finish_sigint = 1;
+}
+
+/* pushes "Process-1 (pid 123), Process-2 (pid 456)": whom we wait for */
+static int push_waitlist(lua_State *L) {
+  int n = 0, acc;
+  lua_pushliteral(L, "");
+  acc = lua_gettop(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, KEY_CHILDREN);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    Proc *q = (Proc *)luaL_testudata(L, -1, LMP_PROCESS);
+    if (q != NULL && q->owner == getpid() && !q->daemon && !q->reaped) {
+      pushfield(L, -1, "name");
+      lua_pushfstring(L, "%s%s%s (pid %d)", lua_tostring(L, acc),
+                      n++ ? ", " : "", lua_tostring(L, -1), (int)q->pid);
+      lua_replace(L, acc);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+static void finish_wait(lua_State *L, Proc *p) {
+  lmp_state *S = lmp_getstate(L);
+  struct sigaction sa, old;
+  int installed = 0;
+  double start = lmp_now();
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = finish_onsigint;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN &&
+      sigaction(SIGINT, &sa, NULL) == 0)
+    installed = 1;
+  for (;;) {
+    int r;
+    if (finish_sigint) S->finishint = 1;
+    if (S->finishint) {                /* stop it instead */
+      kill(p->pid, SIGTERM);
+      if (proc_wait(L, p, lmp_now() + 1.0) != 1) {
+        kill(p->pid, SIGKILL);
+        proc_wait(L, p, lmp_now() + 5.0);
+      }
+      break;
+    }
+    r = proc_wait(L, p, lmp_now() + 0.1);
+    if (r == 1) break;
+    if (r == -2) S->finishint = 1;     /* lua.c's own handler saw it */
+    if (!S->finishmsg && lmp_now() - start >= FINISH_QUIET) {
+      int n;
+      S->finishmsg = 1;
+      n = push_waitlist(L);
+      fprintf(stderr, "lmp: waiting for %d child process%s to finish: %s "
+                      "(Ctrl-C stops %s)\n", n, n == 1 ? "" : "es",
+              lua_tostring(L, -1), n == 1 ? "it" : "them");
+      fflush(stderr);
+      lua_pop(L, 1);
+    }
+  }
+  if (installed) {
+    if (S->finishint && old.sa_handler == SIG_DFL) S->finishraise = 1;
+    sigaction(SIGINT, &old, NULL);
+  }
+}
+
+/*
 ** A running child's object is referenced from the children table until
 ** reaped, so only lua_close (the main script ending) can finalize it while
 ** it runs: then non-daemon children are joined and daemons terminated.
@@ -1001,10 +1142,7 @@ static void proc_finish(lua_State *L, Proc *p) {
       }
     } else {
       kill_daemons(L);
-      if (proc_wait(L, p, -1) == -2) {  /* interrupted: stop waiting */
-        kill(p->pid, SIGTERM);
-        proc_wait(L, p, lmp_now() + 1.0);
-      }
+      finish_wait(L, p);
     }
   }
   proc_closefds(L, p);

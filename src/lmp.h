@@ -56,6 +56,11 @@ typedef struct lmp_state {
   pid_t *zombies;       /* killed workers still to be reaped */
   size_t nzombies, capzombies;
   size_t scanwait;      /* starts before the next full scan of children */
+  uint64_t identmark;   /* shared objects this process inherited: ids up to
+                           here mean the same to its parent (lmp_ident) */
+  int finishint;        /* Ctrl-C while waiting for children at exit */
+  int finishmsg;        /* ... and we said whom we were waiting for */
+  int finishraise;      /* die of that SIGINT once all is reaped */
 } lmp_state;
 
 LMP_INTERNAL lmp_state *lmp_getstate(lua_State *L);   /* from upvalue 1 */
@@ -103,12 +108,24 @@ typedef struct lmp_enc lmp_enc;
 ** Creates an encoder whose resources belong to a userdata pushed on the
 ** stack (so an error anywhere frees them at the next collection).
 ** `zerocopy`: large strings are referenced, not copied; the values must
-** then stay alive until lmp_enc_write is done.
+** then stay alive until lmp_enc_writeframe is done.
 */
 LMP_INTERNAL lmp_enc *lmp_enc_new(lua_State *L, int zerocopy);
-LMP_INTERNAL void lmp_enc_reset(lmp_enc *E);
+/* the encoder kept in registry[key] (or a new one), pushed and reset;
+   lmp_enc_give(L, idx, key) ends the message and keeps it again */
+LMP_INTERNAL lmp_enc *lmp_enc_take(lua_State *L, const void *key,
+                                   int zerocopy);
+LMP_INTERNAL void lmp_enc_give(lua_State *L, int idx, const void *key);
+/* starts the next message, used from thread L (ends the last one) */
+LMP_INTERNAL void lmp_enc_reset(lmp_enc *E, lua_State *L);
 LMP_INTERNAL void lmp_enc_raw(lmp_enc *E, const void *p, size_t n);
+#define LMP_COUNT_LATER ((size_t)-1)
 LMP_INTERNAL void lmp_enc_begin(lmp_enc *E, size_t nvalues);
+LMP_INTERNAL void lmp_enc_count(lmp_enc *E, size_t nvalues);
+/* objects shared with the receiver: ids up to identmax (lmp_ident_mark);
+   0 none; LMP_IDENT_ALL: every id, and _ENV tables get one (mp.encode) */
+#define LMP_IDENT_ALL UINT64_MAX
+LMP_INTERNAL void lmp_enc_ident(lmp_enc *E, uint64_t identmax);
 /* encodes the value at idx; on error raises "lmp: cannot serialize ... at
 ** <root>[<rootindex>]..." (rootindex < 0: path is just <root>) */
 LMP_INTERNAL void lmp_enc_value(lmp_enc *E, int idx, const char *root,
@@ -121,13 +138,19 @@ LMP_INTERNAL int lmp_enc_writeframe(lmp_enc *E, int fd);   /* 0 / -1 errno */
 /* flatten into one buffer (copies the zero-copy pieces) */
 LMP_INTERNAL const char *lmp_enc_flatten(lmp_enc *E, size_t *len);
 
+/* decoder flags */
+#define LMP_DEC_FUNCTIONS 1   /* accept bytecode */
+#define LMP_DEC_REQUIRE   2   /* require modules the message names */
+#define LMP_DEC_IDENT     4   /* accept objects shared across fork */
+#define LMP_DEC_TRUSTED   (LMP_DEC_FUNCTIONS | LMP_DEC_REQUIRE | LMP_DEC_IDENT)
+
 typedef struct lmp_dec {
   lua_State *L;
   const unsigned char *p, *end;
   int refs;             /* stack index of the ref table, 0 = not created */
   lua_Integer nrefs;
   int depth;
-  int functions;        /* accept bytecode */
+  int flags;            /* LMP_DEC_* */
   size_t budget;        /* table slots still allowed to be preallocated */
   int oddrefs;          /* custom values kept that are nil or numbers: a
                            back-reference may then be a bad table key */
@@ -135,13 +158,20 @@ typedef struct lmp_dec {
 
 /* reads the header; returns the number of values */
 LMP_INTERNAL size_t lmp_dec_begin(lmp_dec *D, lua_State *L, const char *p,
-                                  size_t len, int functions);
+                                  size_t len, int flags);
 LMP_INTERNAL void lmp_dec_value(lmp_dec *D);   /* pushes one value */
 LMP_INTERNAL void lmp_dec_end(lmp_dec *D);     /* checks trailing bytes,
                                                   drops the ref table */
 
-/* 1: a Lua function whose upvalues are only nil, _G or library values */
-LMP_INTERNAL int lmp_fn_stateless(lua_State *L, int idx);
+/* 1: a Lua function whose upvalues are only _G, library values or objects
+   shared with its receiver (ids up to identmax) */
+LMP_INTERNAL int lmp_fn_stateless(lua_State *L, int idx, uint64_t identmax);
+
+/* identity across fork (see codec.c) */
+LMP_INTERNAL lua_Integer lmp_ident_register(lua_State *L, int idx);
+LMP_INTERNAL uint64_t lmp_ident_mark(lua_State *L);  /* ids so far */
+LMP_INTERNAL void lmp_ident_forked(lua_State *L);    /* in a new child */
+LMP_INTERNAL void lmp_ident_scan(lua_State *L);      /* the stack's _ENVs */
 
 LMP_INTERNAL void lmp_codec_open(lua_State *L);  /* adds encode/decode/register
                                                     to the table on top */
@@ -155,12 +185,15 @@ LMP_INTERNAL void lmp_codec_open(lua_State *L);  /* adds encode/decode/register
 ** block in C.
 */
 typedef struct lmp_hook {
-  lua_Hook f;
-  int mask, count;
+  lua_State *L, *M;     /* the waiting thread; the main one (NULL if L) */
+  lua_Hook f, mf;
+  int mask, count, mmask, mcount;
 } lmp_hook;
 
 LMP_INTERNAL void lmp_hook_save(lua_State *L, lmp_hook *h);
 LMP_INTERNAL int lmp_hook_changed(lua_State *L, const lmp_hook *h);
+LMP_INTERNAL void lmp_hook_restore(const lmp_hook *h);
+LMP_INTERNAL void lmp_hook_deliver(const lmp_hook *h);
 LMP_INTERNAL void *lmp_checkudata(lua_State *L, int idx, const char *tname,
                                   const char *what);
 
@@ -171,6 +204,7 @@ LMP_INTERNAL double lmp_now(void);   /* monotonic seconds */
 */
 LMP_INTERNAL int lmp_poll(lua_State *L, const lmp_hook *h, void *fds,
                           unsigned nfds, double deadline);
+LMP_INTERNAL int lmp_pollms(double deadline);  /* poll()'s timeout */
 LMP_INTERNAL int lmp_writeall(int fd, const void *p, size_t n);
 LMP_INTERNAL ssize_t lmp_read(int fd, void *p, size_t n);  /* EINTR-safe */
 LMP_INTERNAL int lmp_pipe(int fds[2]);  /* O_CLOEXEC */

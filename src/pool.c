@@ -70,6 +70,7 @@ typedef struct Worker {
   int fn[FNCACHE];      /* mirror of the worker's function cache */
   int fnpos;
   int flush;            /* the worker must empty its cache (ids wrapped) */
+  int full;             /* its socket did not take all it was given */
 } Worker;
 
 typedef struct Pool {
@@ -92,6 +93,13 @@ typedef struct Pool {
   lua_Integer fhead, ftail;  /* uservalue "finished": callbacks to run */
   int depth;
   int building;         /* an input iterator is running */
+  int joining;          /* join waits: imaps take input without a consumer */
+  int holdcb;           /* a submit is pumping: callbacks wait */
+  int nempty;           /* worker slots without a worker (pool_respawn) */
+  double respawnat;     /* when to try forking into them again */
+  char spawnerr[96];    /* why the last fork of a worker failed */
+  uint64_t identmark;   /* objects registered up to here are the workers'
+                           too (lmp_ident): their envs, IPC objects */
 } Pool;
 
 typedef struct Job {
@@ -114,6 +122,7 @@ typedef struct Job {
   int inflight;
   int cbpending;
   lua_Integer evtail;   /* imap_unordered: events queued (yielded = head) */
+  int proxy;            /* input is a table with __index/__len: t[i] */
   int raised;           /* imap: its error was handed out; raise it again */
   int closed;           /* imap: its closer ran; the iterator ends */
 } Job;
@@ -217,6 +226,7 @@ static void forget_job(lua_State *L, int pidx, Job *J) {
 /* worker process                                                         */
 /* ====================================================================== */
 typedef struct WState {
+  lua_State *L;          /* the worker's main thread */
   int tfd, rfd;
   lmp_reader rd;
   lmp_enc *E;
@@ -241,7 +251,7 @@ static void w_send(lua_State *L, WState *W) {
 
 static void w_header(WState *W, uint32_t task, int status) {
   char h[5];
-  lmp_enc_reset(W->E);
+  lmp_enc_reset(W->E, W->L);
   put32(h, task);
   h[4] = (char)status;
   lmp_enc_raw(W->E, h, 5);
@@ -301,7 +311,7 @@ static int w_task(lua_State *L) {
   lmp_dec D;
   size_t n, i;
   int results;
-  n = lmp_dec_begin(&D, L, W->args, W->argslen, 1);  /* [W, fn, refs] */
+  n = lmp_dec_begin(&D, L, W->args, W->argslen, LMP_DEC_TRUSTED);  /* [W, fn, refs] */
   /* n is at most the message's length: a hint that costs no more than it */
   lua_createtable(L, W->flags & F_APPLY || n > INT_MAX ? 0 : (int)n, 0);
   results = lua_gettop(L);
@@ -364,7 +374,7 @@ static int w_loadfn_p(lua_State *L) {
   const char *p = (const char *)lua_touserdata(L, 1);
   size_t len = (size_t)lua_tointeger(L, 2);
   lmp_dec D;
-  lmp_dec_begin(&D, L, p, len, 1);
+  lmp_dec_begin(&D, L, p, len, LMP_DEC_TRUSTED);
   lmp_dec_value(&D);
   lmp_dec_end(&D);
   return 1;
@@ -488,6 +498,7 @@ static void w_restoreups(lua_State *L, int fncache, int fnup, int id) {
 static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
                         int pidx, long maxtasks) {
   WState W;
+  Pool *P = (Pool *)lua_touserdata(L, pidx);
   int fncache, fnbad, fnup, base;
   memset(&W, 0, sizeof W);
   W.tfd = tfd;
@@ -497,7 +508,10 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
   lmp_track_fd(L, S, tfd);             /* grandchildren must not hold them */
   lmp_track_fd(L, S, rfd);
   lua_settop(L, pidx);
+  W.L = L;
   W.E = lmp_enc_new(L, 1);
+  /* results may hold what the parent and this worker share */
+  lmp_enc_ident(W.E, P->identmark);
   W.T = lua_newthread(L);
   lua_pushcfunction(W.T, lmp_traceback);
   lua_newtable(L);
@@ -601,7 +615,7 @@ static void worker_main(lua_State *L, lmp_state *S, int tfd, int rfd,
     }
   next:
     lua_settop(L, base);
-    lmp_enc_reset(W.E);
+    lmp_enc_reset(W.E, L);
     W.done++;
     if (W.maxtasks > 0 && W.done >= W.maxtasks) lmp_child_exit(0);
   }
@@ -662,19 +676,28 @@ static void worker_closefds(lmp_state *S, Worker *w) {
   lmp_reader_free(&w->rd);
 }
 
-static void worker_spawn(lua_State *L, Pool *P, int pidx, Worker *w) {
+/* a failed system call, for the pool's error messages */
+static int spawn_failed(Pool *P, const char *what, int e) {
+  snprintf(P->spawnerr, sizeof P->spawnerr, "%s: %s", what, strerror(e));
+  return -1;
+}
+
+/*
+** Forks a worker into slot w: 0, or -1 with P->spawnerr saying why (the
+** slot stays empty; nothing is left open).
+*/
+static int worker_spawn(lua_State *L, Pool *P, int pidx, Worker *w) {
   lmp_state *S = lmp_getstate(L);
-  int sv[2], rp[2];
+  int sv[2], rp[2], e;
   char name[48];
   pid_t pid;
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-    lmp_syserror(L, "socketpair");
+    return spawn_failed(P, "socketpair", errno);
   if (lmp_pipe(rp) != 0) {
-    int e = errno;
+    e = errno;
     close(sv[0]);
     close(sv[1]);
-    errno = e;
-    lmp_syserror(L, "pipe");
+    return spawn_failed(P, "pipe", e);
   }
   /* the parent's ends are tracked before the fork, so the new worker
      closes them (and every other worker's) straight away */
@@ -683,13 +706,12 @@ static void worker_spawn(lua_State *L, Pool *P, int pidx, Worker *w) {
   snprintf(name, sizeof name, "PoolWorker-%lu", ++P->seq);
   pid = lmp_fork(L, S, name, LMP_FORK_PDEATH | LMP_FORK_NOINT);
   if (pid < 0) {
-    int e = errno;
+    e = errno;
     lmp_close_fd(S, sv[0]);
     lmp_close_fd(S, rp[0]);
     close(sv[1]);
     close(rp[1]);
-    errno = e;
-    lmp_syserror(L, "fork");
+    return spawn_failed(P, "fork", e);
   }
   if (pid == 0) {
     /* protected, so no error can unwind into the parent's script */
@@ -712,6 +734,30 @@ static void worker_spawn(lua_State *L, Pool *P, int pidx, Worker *w) {
   lua_pushboolean(L, 1);
   lmp_child_add(L, pid, -1);
   lua_pop(L, 1);
+  P->spawnerr[0] = '\0';
+  return 0;
+}
+
+/*
+** Forks workers into the empty slots of a pool still at work (one whose
+** worker died and could not be replaced then: fork or fds were short).
+** A failure is tried again at most every RESPAWN seconds.
+*/
+#define RESPAWN 0.1
+static void pool_respawn(lua_State *L, Pool *P, int pidx) {
+  int i;
+  if (P->state == P_TERM || P->broken || P->nempty == 0) return;
+  if (P->respawnat > 0 && lmp_now() < P->respawnat) return;
+  for (i = 0; i < P->n; i++) {
+    Worker *w = &P->w[i];
+    if (w->pid != 0) continue;
+    if (worker_spawn(L, P, pidx, w) != 0) {
+      P->respawnat = lmp_now() + RESPAWN;
+      return;
+    }
+    P->nempty--;
+  }
+  P->respawnat = 0;
 }
 
 /* reaps a worker that closed its pipe; returns its wait status */
@@ -797,26 +843,21 @@ static void store_result(lua_State *L, Job *J, int jidx, lua_Integer index) {
 /* building tasks                                                         */
 /* ---------------------------------------------------------------------- */
 typedef struct Build {
-  Pool *P;
   Job *J;
-  int jidx;
   lmp_enc *E;
   lua_Integer taken;    /* items encoded so far */
   size_t goodlen;       /* bytes of those items */
-  int t;
 } Build;
 
 /*
 ** Protected: pulls up to chunksize items from the job's input and encodes
-** them.  Stack: [B(light), job, input, E box].  An iterator or encoding
-** error raises; the caller turns it into the error of item nextin+taken.
+** them.  Stack: [B(light), job, input].  An iterator or encoding error
+** raises; the caller turns it into the error of item nextin+taken.
 */
 static int build_chunk(lua_State *L) {
   Build *B = (Build *)lua_touserdata(L, 1);
   Job *J = B->J;
   lua_Integer i, want = J->chunksize;
-  size_t mark;
-  char zero[10] = {0};
   int keep = 0;
   if (J->kind == K_APPLY) want = 1;
   if (J->iter) {
@@ -827,10 +868,7 @@ static int build_chunk(lua_State *L) {
     lua_createtable(L, want < 64 ? (int)want : 64, 0);
     keep = lua_gettop(L);
   }
-  lmp_enc_reset(B->E);
-  lmp_enc_raw(B->E, "LMP\001", 4);
-  mark = lmp_enc_size(B->E);
-  lmp_enc_raw(B->E, zero, 10);         /* count, patched below */
+  lmp_enc_begin(B->E, LMP_COUNT_LATER);
   for (i = 0; i < want; i++) {
     lua_Integer index = J->nextin + i;
     if (J->kind == K_APPLY) lua_pushvalue(L, 3);
@@ -843,13 +881,19 @@ static int build_chunk(lua_State *L) {
         J->ninput = index - 1;
         break;
       }
-    } else {
-      if (index > J->ninput) {
+    } else if (index > J->ninput) {
+      J->inputdone = 1;
+      break;
+    } else if (J->proxy) {
+      /* what t[i] sees; the first nil ends the input (so a __len that
+         claims too much cannot make the job endless) */
+      if (lua_geti(L, 3, index) == LUA_TNIL) {
+        lua_pop(L, 1);
         J->inputdone = 1;
+        J->ninput = index - 1;
         break;
       }
-      lua_rawgeti(L, 3, index);
-    }
+    } else lua_rawgeti(L, 3, index);
     lmp_enc_value(B->E, -1, "args", J->kind == K_APPLY ? -1 : index);
     if (keep) lua_rawseti(L, keep, i + 1);
     else lua_pop(L, 1);
@@ -858,7 +902,6 @@ static int build_chunk(lua_State *L) {
   }
   if (J->kind == K_APPLY) J->inputdone = 1;
   else if (!J->iter && J->nextin + B->taken > J->ninput) J->inputdone = 1;
-  (void)mark;
   return 0;
 }
 
@@ -867,21 +910,19 @@ static int build_chunk(lua_State *L) {
 ** that were pulled before an input error still go out; the error becomes
 ** the error of the item where it happened.
 */
-static int job_nexttask(lua_State *L, Pool *P, int pidx, int jidx) {
+static int job_nexttask(lua_State *L, Pool *P, int jidx) {
   Job *J = (Job *)lua_touserdata(L, jidx);
   Build B;
-  int st, t;
+  int st, t, box;
   const char *s;
   size_t len;
-  lmp_enc *E;
   if (J->stopped || J->inputdone) return 0;
   if (P->building)                     /* an input iterator using its pool */
     lmp_error(L, "lmp: a pool's input iterator cannot use the same pool");
-  E = lmp_enc_new(L, 0);
-  B.P = P;
   B.J = J;
-  B.jidx = jidx;
-  B.E = E;
+  B.E = lmp_enc_take(L, P, 0);
+  box = lua_gettop(L);
+  lmp_enc_ident(B.E, P->identmark);
   B.taken = 0;
   B.goodlen = 0;
   lua_pushcfunction(L, build_chunk);
@@ -891,29 +932,18 @@ static int job_nexttask(lua_State *L, Pool *P, int pidx, int jidx) {
   P->building = 1;
   st = lua_pcall(L, 3, 0, 0);
   P->building = 0;
-  (void)pidx;
   if (st != LUA_OK) {                  /* [box, err] */
     job_seterror(L, J, jidx, J->nextin + B.taken);
     J->inputdone = 1;
-    lmp_enc_truncate(E, B.goodlen);    /* the items before the bad one */
+    lmp_enc_truncate(B.E, B.goodlen);  /* the items before the bad one */
   }
   if (B.taken == 0) {
-    lua_pop(L, 1);                     /* box */
+    lmp_enc_give(L, box, P);
     job_check(L, J, jidx);
     return 0;
   }
-  /* patch the count: 10-byte padded varint after the magic */
-  s = lmp_enc_flatten(E, &len);
-  {
-    char *w = (char *)s + 4;
-    uint64_t v = (uint64_t)B.taken;
-    int i;
-    for (i = 0; i < 9; i++) {
-      w[i] = (char)((v & 0x7f) | 0x80);
-      v >>= 7;
-    }
-    w[9] = (char)(v & 0x7f);
-  }
+  lmp_enc_count(B.E, (size_t)B.taken);
+  s = lmp_enc_flatten(B.E, &len);
   t = task_new(L, P);
   P->tasks[t].job = J->id;
   P->tasks[t].fnid = J->fnid;
@@ -929,9 +959,9 @@ static int job_nexttask(lua_State *L, Pool *P, int pidx, int jidx) {
   }
   memcpy(P->tasks[t].args, s, len);
   P->tasks[t].argslen = len;
+  lmp_enc_give(L, box, P);
   J->nextin += B.taken;
   J->inflight++;
-  lua_pop(L, 1);
   return t;
 }
 
@@ -996,49 +1026,98 @@ static int worker_flush(Worker *w) {
   return 0;
 }
 
-static int worker_hasroom(Pool *P, Worker *w) {
-  return w->pid > 0 && w->ready && w->nq < P->depth &&
-         (P->maxtasks <= 0 || w->assigned < P->maxtasks);
+static int worker_hasroom(Pool *P, Worker *w, int depth) {
+  return w->pid > 0 && w->ready && w->nq < depth &&
+         (P->maxtasks <= 0 || w->assigned < P->maxtasks) && !w->full;
 }
 
-/* hands out work to the workers with room */
-static void pool_dispatch(lua_State *L, Pool *P, int pidx) {
-  int i, level;
-  /* round by round, so idle workers get work before busy ones get more */
-  for (level = 1; level <= P->depth; level++)
-  for (i = 0; i < P->n; i++) {
-    Worker *w = &P->w[i];
-    if (worker_hasroom(P, w) && w->nq < level) {
-      int t = 0;
-      while (P->requeue && t == 0) {
-        t = P->requeue;
-        P->requeue = P->tasks[t].next;
-        if (P->requeue == 0) P->requeuetail = 0;
-        if (push_job(L, pidx, P->tasks[t].job) == NULL) {
-          task_free(P, t);             /* its imap was abandoned */
-          t = 0;
-        }
-        lua_pop(L, 1);
+/*
+** An imap's results wait for its consumer: a job with IMAP_AHEAD chunks
+** per worker handed out and not yet consumed takes no more input until the
+** consumer catches up (unless the pool is joining).  So an iterator taken
+** once and dropped stops taking input, and jobs after it still run.
+*/
+#define IMAP_AHEAD (2 * MAXDEPTH)
+static int job_blocked(Pool *P, Job *J) {
+  return (J->kind == K_IMAP || J->kind == K_IMAPU) && !P->joining &&
+         J->nextin - 1 - J->yielded >=
+           J->chunksize * (lua_Integer)P->n * IMAP_AHEAD;
+}
+
+/*
+** The next task to send: one to send again (its worker died), else the
+** next chunk of the first job in submission order that has input left
+** and is not blocked.  Jobs with nothing left leave the order queue.
+*/
+static int next_task(lua_State *L, Pool *P, int pidx) {
+  int t = 0, order;
+  lua_Integer k;
+  while (P->requeue && t == 0) {
+    t = P->requeue;
+    P->requeue = P->tasks[t].next;
+    if (P->requeue == 0) P->requeuetail = 0;
+    if (push_job(L, pidx, P->tasks[t].job) == NULL) {
+      task_free(P, t);                 /* its imap was abandoned */
+      t = 0;
+    }
+    lua_pop(L, 1);
+  }
+  if (t != 0) return t;
+  pool_field(L, pidx, "order");
+  order = lua_gettop(L);
+  for (k = P->ohead + 1; t == 0 && k <= P->otail; k++) {
+    Job *J;
+    if (lua_rawgeti(L, order, k) == LUA_TNIL) {   /* left the queue */
+      lua_pop(L, 1);
+      continue;
+    }
+    J = push_job(L, pidx, (int)lua_tointeger(L, -1));
+    if (J != NULL && !J->stopped && !J->inputdone) {
+      if (job_blocked(P, J)) {
+        lua_pop(L, 2);
+        continue;
       }
-      if (t == 0) {
-        /* jobs in submission order: the first with input left */
-        pool_field(L, pidx, "order");
-        while (t == 0 && P->ohead < P->otail) {
-          Job *J;
-          lua_rawgeti(L, -1, P->ohead + 1);
-          J = push_job(L, pidx, (int)lua_tointeger(L, -1));
-          if (J != NULL && !J->stopped && !J->inputdone)
-            t = job_nexttask(L, P, pidx, lua_gettop(L));
-          if (t == 0) {                /* nothing left to send: drop it */
-            lua_pushnil(L);
-            lua_rawseti(L, -4, ++P->ohead);
-          }
-          lua_pop(L, 2);
-        }
-        lua_pop(L, 1);
-      }
-      if (t == 0) return;
+      t = job_nexttask(L, P, lua_gettop(L));
+    }
+    if (J == NULL || J->stopped || J->inputdone) {
+      lua_pushnil(L);                  /* nothing left to send: it leaves */
+      lua_rawseti(L, order, k);
+    }
+    lua_pop(L, 2);
+  }
+  while (P->ohead < P->otail) {        /* the queue starts at a live entry */
+    if (lua_rawgeti(L, order, P->ohead + 1) != LUA_TNIL) {
+      lua_pop(L, 1);
+      break;
+    }
+    lua_pop(L, 1);
+    P->ohead++;
+  }
+  lua_pop(L, 1);
+  return t;
+}
+
+/*
+** Hands out work to the workers with room: up to `depth` tasks each, round
+** by round, so idle workers get work before busy ones get more.
+*/
+static void pool_dispatch(lua_State *L, Pool *P, int pidx, int depth) {
+  int i, level, t = 1;
+  /* a worker whose socket did not take what it was given gets no more:
+     what waits in the parent is what it could still give another */
+  for (i = 0; i < P->n; i++) P->w[i].full = P->w[i].out.n > P->w[i].outpos;
+  for (level = 1; t != 0 && level <= depth; level++) {
+    for (i = 0; i < P->n; i++) {
+      Worker *w = &P->w[i];
+      if (!worker_hasroom(P, w, depth) || w->nq >= level) continue;
+      if ((t = next_task(L, P, pidx)) == 0) break;
       worker_send(L, P, pidx, w, t);
+    }
+  }
+  for (i = 0; i < P->n; i++) {         /* one write per worker */
+    Worker *w = &P->w[i];
+    if (w->pid > 0 && w->out.n > w->outpos && worker_flush(w) != 0) {
+      /* the worker is gone; its pipe tells us how */
     }
   }
 }
@@ -1077,7 +1156,7 @@ static int reply_decode(lua_State *L) {
   int jidx = 2;
   lmp_dec D;
   size_t n, i;
-  n = lmp_dec_begin(&D, L, R->p + 5, R->n - 5, 1);
+  n = lmp_dec_begin(&D, L, R->p + 5, R->n - 5, LMP_DEC_TRUSTED);
   if (R->status == RS_OK) {
     if (J->kind == K_APPLY) {
       lua_createtable(L, (int)(n < 1000000 ? n : 1000000), 1);
@@ -1127,7 +1206,7 @@ static int reply_decode(lua_State *L) {
 static int reply_initerr(lua_State *L) {
   Reply *R = (Reply *)lua_touserdata(L, 1);
   lmp_dec D;
-  if (lmp_dec_begin(&D, L, R->p + 5, R->n - 5, 1) < 1)
+  if (lmp_dec_begin(&D, L, R->p + 5, R->n - 5, LMP_DEC_TRUSTED) < 1)
     lmp_error(L, "lmp: malformed reply from a worker");
   lmp_dec_value(&D);
   return 1;
@@ -1228,7 +1307,8 @@ static void worker_lost(lua_State *L, Pool *P, int pidx, Worker *w) {
     } else requeue_push(P, t);
   }
   w->nq = 0;
-  if (P->state != P_TERM && !P->broken) worker_spawn(L, P, pidx, w);
+  P->nempty++;
+  pool_respawn(L, P, pidx);
 }
 
 /* fails everything still running (terminate, broken pool, interrupt) */
@@ -1262,22 +1342,46 @@ static void fail_all(lua_State *L, Pool *P, int pidx, const char *why) {
   }
 }
 
+/*
+** Kills the workers (SIGKILL) and reaps them.  `block`: wait for each;
+** otherwise (a collector, which must not block on anything alive) wait
+** for their deaths only up to KILLWAIT seconds in all -- a killed process
+** takes about a millisecond -- and leave the stragglers to lmp's zombie
+** list, reaped at the next chance.
+*/
+#define KILLWAIT 0.25
 static void pool_kill(lua_State *L, Pool *P, int block) {
   lmp_state *S = lmp_getstate(L);
-  int i;
+  int i, left = 0, st;
+  double until = lmp_now() + KILLWAIT;
   for (i = 0; i < P->n; i++) {
     Worker *w = &P->w[i];
-    if (w->pid > 0) {
-      int st;
-      if (!lmp_parked(L, w->pid, &st)) {
-        kill(w->pid, SIGKILL);
-        if (block) lmp_reap(L, w->pid, &st, 0);
-        else lmp_zombie_add(S, w->pid);
-      }
-      worker_closefds(S, w);
-      lmp_child_remove(L, w->pid);
-      w->pid = 0;
+    if (w->pid <= 0) continue;
+    worker_closefds(S, w);
+    lmp_child_remove(L, w->pid);
+    if (lmp_parked(L, w->pid, &st)) w->pid = 0;   /* mp.wait reaped it */
+    else {
+      kill(w->pid, SIGKILL);
+      left++;
     }
+  }
+  while (left > 0) {
+    for (i = 0; i < P->n; i++) {
+      Worker *w = &P->w[i];
+      if (w->pid > 0 && lmp_reap(L, w->pid, &st, !block) != 0) {
+        w->pid = 0;                    /* reaped (or not ours any more) */
+        left--;
+      }
+    }
+    if (left == 0 || (!block && lmp_now() >= until)) break;
+    {
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  for (i = 0; i < P->n; i++) {
+    if (P->w[i].pid > 0) lmp_zombie_add(S, P->w[i].pid);
+    P->w[i].pid = 0;
   }
 }
 
@@ -1288,7 +1392,7 @@ static void pool_kill(lua_State *L, Pool *P, int block) {
 */
 static void run_callbacks(lua_State *L, Pool *P, int pidx) {
   int fin, jobs;
-  if (P->fhead == P->ftail) return;
+  if (P->fhead == P->ftail || P->holdcb) return;
   pool_field(L, pidx, "finished");
   fin = lua_gettop(L);
   pool_field(L, pidx, "jobs");
@@ -1386,13 +1490,8 @@ static int pool_pump(lua_State *L, Pool *P, int pidx, donefn done, void *ud,
   lmp_hook_save(L, &h);
   for (;;) {
     unsigned nf = 0;
-    pool_dispatch(L, P, pidx);
-    for (i = 0; i < P->n; i++) {
-      Worker *w = &P->w[i];
-      if (w->pid > 0 && w->out.n > w->outpos && worker_flush(w) != 0) {
-        /* the worker is gone; its pipe tells us how */
-      }
-    }
+    pool_respawn(L, P, pidx);
+    pool_dispatch(L, P, pidx, P->depth);
     run_callbacks(L, P, pidx);
     if (P->broken) {
       fail_all(L, P, pidx, "lmp: the pool's initializer failed");
@@ -1411,19 +1510,26 @@ static int pool_pump(lua_State *L, Pool *P, int pidx, donefn done, void *ud,
       }
     }
     if (nf == 0) {                     /* nothing can ever finish */
-      fail_all(L, P, pidx, "lmp: the pool has no workers");
-      continue;
+      if (P->spawnerr[0])
+        lua_pushfstring(L, "lmp: the pool has no workers (%s)", P->spawnerr);
+      else lua_pushliteral(L, "lmp: the pool has no workers");
+      fail_all(L, P, pidx, lua_tostring(L, -1));
+      lua_pop(L, 1);
+      if (!done(L, P, pidx, ud)) result = 0;
+      break;
     }
     /*
     ** A reply to a short task comes back within microseconds: polling
-    ** for a little while first saves the far slower sleep and wake-up.
+    ** for a little while first saves the far slower sleep and wake-up
+    ** (not when the caller would not wait that long: ready(), a step).
     */
-    {
+    r = 0;
+    if (deadline < 0 || deadline > lmp_now() + SPIN) {
       double spinend = lmp_now() + SPIN;
       do r = lmp_poll(L, &h, pf, nf, 0);
       while (r == 0 && lmp_now() < spinend);
-      if (r == 0) r = lmp_poll(L, &h, pf, nf, deadline);
     }
+    if (r == 0) r = lmp_poll(L, &h, pf, nf, deadline);
     if (r == -2) pool_interrupted(L, P, pidx);
     if (r < 0) lmp_syserror(L, "poll");
     if (r == 0) {
@@ -1433,12 +1539,11 @@ static int pool_pump(lua_State *L, Pool *P, int pidx, donefn done, void *ud,
     nf = 0;
     for (i = 0; i < P->n; i++) {
       Worker *w = &P->w[i];
-      int rev;
+      int rev, wrev = 0;
       if (w->pid <= 0) continue;
       rev = pf[nf++].revents;
-      if (w->out.n > w->outpos) {
-        if (pf[nf++].revents) worker_flush(w);
-      }
+      if (nf < (unsigned)2 * P->n && pf[nf].fd == w->tfd) wrev = pf[nf++].revents;
+      if (wrev) worker_flush(w);
       if (rev) read_worker(L, P, pidx, w);
     }
   }
@@ -1446,11 +1551,50 @@ static int pool_pump(lua_State *L, Pool *P, int pidx, donefn done, void *ud,
   return result;
 }
 
+static int done_never(lua_State *L, Pool *P, int pidx, void *ud) {
+  (void)L;
+  (void)P;
+  (void)pidx;
+  (void)ud;
+  return 0;
+}
+
+/*
+** What every pool call does on its way: hands out work and takes in what
+** the workers sent back, without waiting.  A submit (apply_async, map_async,
+** starmap_async, imap) hands each worker up to MAXDEPTH tasks at once (as
+** many as its socket takes), so they work on while the parent does
+** something else; it runs no callback (a callback's error would be raised
+** by the call that made a new job, whose AsyncResult would then be lost).
+** Callbacks run in the calls that wait, if only for 0 s.
+*/
+static void pool_step(lua_State *L, Pool *P, int pidx, int submit) {
+  if (submit) pool_dispatch(L, P, pidx, MAXDEPTH);
+  P->holdcb = submit;
+  pool_pump(L, P, pidx, done_never, NULL, lmp_now());
+  P->holdcb = 0;
+}
+
 static int done_job(lua_State *L, Pool *P, int pidx, void *ud) {
   (void)L;
   (void)P;
   (void)pidx;
   return ((Job *)ud)->state != J_RUN;
+}
+
+/* 1 if some imap job is held back, waiting for its consumer */
+static int imap_waiting(lua_State *L, Pool *P, int pidx) {
+  int found = 0;
+  pool_field(L, pidx, "ijobs");
+  lua_pushnil(L);
+  while (!found && lua_next(L, -2)) {
+    Job *J = (Job *)lua_touserdata(L, -1);
+    found = J->state == J_RUN && !J->stopped && !J->inputdone &&
+            job_blocked(P, J);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, found ? 2 : 1);
+  return found;
 }
 
 static int done_all(lua_State *L, Pool *P, int pidx, void *ud) {
@@ -1615,17 +1759,18 @@ static Job *job_new(lua_State *L, Pool *P, int kind, int star, int fn,
   }
   lua_setiuservalue(L, jidx, 1);
   /* the function travels once per call */
-  E = lmp_enc_new(L, 0);
+  E = lmp_enc_take(L, P, 0);
+  lmp_enc_ident(E, P->identmark);
   lmp_enc_begin(E, 1);
   lmp_enc_value(E, fn, "task", -1);
   s = lmp_enc_flatten(E, &len);
   lua_pushlstring(L, s, len);
   job_setfield(L, jidx, JV_FN);
-  lua_pop(L, 1);                       /* box */
+  lmp_enc_give(L, -1, P);
   /* a stateless function already sent by an earlier call is not sent
      again to the workers that still have it */
   J->fnid = J->id;
-  if (lmp_fn_stateless(L, fn)) {
+  if (lmp_fn_stateless(L, fn, P->identmark)) {
     J->keep = 1;
     pool_field(L, 1, "fnids");
     job_field(L, jidx, JV_FN);
@@ -1658,7 +1803,19 @@ static Job *job_new(lua_State *L, Pool *P, int kind, int star, int fn,
     J->ninput = 1;
   } else {
     if (lua_istable(L, input)) {
-      J->ninput = (lua_Integer)luaL_len(L, input);
+      /* a proxy (__index, __len) is mapped as t[i] sees it */
+      if (luaL_getmetafield(L, input, "__index") != LUA_TNIL ||
+          luaL_getmetafield(L, input, "__len") != LUA_TNIL) {
+        int isnum;
+        lua_pop(L, 1);
+        J->proxy = 1;
+        lua_len(L, input);
+        J->ninput = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || J->ninput < 0)
+          lmp_error(L, "lmp: iterable's length must be a non-negative "
+                       "integer, got %s", luaL_tolstring(L, -1, NULL));
+        lua_pop(L, 1);
+      } else J->ninput = (lua_Integer)lua_rawlen(L, input);
     } else if (lua_isfunction(L, input)) {
       J->iter = 1;
     } else lmp_error(L, "lmp: iterable must be an array or an iterator "
@@ -1714,18 +1871,23 @@ static int job_result(lua_State *L, Job *J, int jidx) {
   return 1;
 }
 
+/*
+** Moves the job's pool along until the job is done or the deadline passes
+** (deadline now: one step that does not wait).  Callbacks of finished jobs
+** run on the way, so by the time a result is handed out its callback ran.
+*/
 static void job_wait(lua_State *L, Job *J, int jidx, double deadline,
                      int raise) {
   Pool *P;
   job_field(L, jidx, JV_POOL);
   P = (Pool *)lua_touserdata(L, -1);
-  if (J->state == J_RUN) {
-    if (P->owner != getpid())
+  if (P->owner != getpid()) {
+    if (J->state == J_RUN)
       lmp_error(L, "lmp: this AsyncResult belongs to process %d",
                 (int)P->owner);
-    if (!pool_pump(L, P, lua_gettop(L), done_job, J, deadline) && raise)
-      lmp_error(L, "lmp: timeout");
-  }
+  } else if (!pool_pump(L, P, lua_gettop(L), done_job, J, deadline) &&
+             raise)
+    lmp_error(L, "lmp: timeout");
   lua_pop(L, 1);
 }
 
@@ -1736,7 +1898,7 @@ static int pool_apply_async(lua_State *L) {
   checktask(L, 2);
   lua_settop(L, 5);
   job_new(L, P, K_APPLY, 1, 2, 3, 0, 4, 5);
-  pool_dispatch(L, P, 1);
+  pool_step(L, P, 1, 1);
   return 1;
 }
 
@@ -1761,7 +1923,7 @@ static int map_common(lua_State *L, int star, int async) {
   lua_settop(L, 6);
   J = job_new(L, P, K_MAP, star, 2, 3, chunk, async ? 5 : 0, async ? 6 : 0);
   if (async) {
-    pool_dispatch(L, P, 1);
+    pool_step(L, P, 1, 1);
     return 1;
   }
   job_wait(L, J, 7, -1, 1);
@@ -1883,7 +2045,7 @@ static int imap_common(lua_State *L, int kind) {
   chunk = optchunk(L, 4);
   lua_settop(L, 4);
   job_new(L, P, kind, 0, 2, 3, chunk, 0, 0);
-  pool_dispatch(L, P, 1);
+  pool_step(L, P, 1, 1);
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, imap_next, 1);
   lua_insert(L, -2);
@@ -1951,7 +2113,12 @@ static int pool_join(lua_State *L) {
   if (P->state == P_RUN)
     return lmp_error(L, "lmp: join before close or terminate");
   if (P->state == P_CLOSE) {
+    /* an imap whose iterator was dropped waits for a consumer that will
+       never come: a full collection lets it go (ijobs is weak) */
+    if (imap_waiting(L, P, 1)) lua_gc(L, LUA_GCCOLLECT, 0);
+    P->joining = 1;                    /* the others run to the end */
     pool_pump(L, P, 1, done_all, NULL, -1);
+    P->joining = 0;
     /* idle now: closing the task sockets makes workers exit */
     for (i = 0; i < P->n; i++) {
       Worker *w = &P->w[i];
@@ -1977,7 +2144,9 @@ static int pool_gc(lua_State *L) {
   Pool *P = checkpool(L, 1);
   int i;
   if (P->owner == getpid() && P->w != NULL) {
-    pool_kill(L, P, 0);                /* never block in a collector */
+    pool_kill(L, P, 0);                /* never block on a live task */
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, P);   /* its encoder */
   }
   for (i = 0; P->w && i < P->n; i++) {
     lmp_buf_free(&P->w[i].out);
@@ -2080,8 +2249,19 @@ static int pool_new(lua_State *L) {
   P->state = P_RUN;
   lua_replace(L, 1);                   /* the pool is argument 1 from here */
   lua_settop(L, 1);
+  /* the environments of the code creating the pool are the workers' too:
+     tasks defined there use their own copy (see lmp_ident_scan) */
+  lmp_ident_scan(L);
+  P->identmark = lmp_ident_mark(L);
   for (i = 0; i < P->n; i++) P->w[i].tfd = P->w[i].rfd = -1;
-  for (i = 0; i < P->n; i++) worker_spawn(L, P, 1, &P->w[i]);
+  for (i = 0; i < P->n; i++) {
+    if (worker_spawn(L, P, 1, &P->w[i]) != 0) {
+      /* the workers forked so far go before the error does */
+      lua_pushfstring(L, "lmp: Pool(%d): %s", P->n, P->spawnerr);
+      pool_doterminate(L, P, 1);
+      return lua_error(L);
+    }
+  }
   /* wait until every worker ran its initializer */
   {
     int all;
@@ -2138,14 +2318,17 @@ static int res_wait(lua_State *L) {
   return 1;
 }
 
+/* a poll makes progress: polling ready() until it says true ends */
 static int res_ready(lua_State *L) {
   Job *J = checkjob(L);
+  job_wait(L, J, 1, lmp_now(), 0);
   lua_pushboolean(L, J->state != J_RUN);
   return 1;
 }
 
 static int res_successful(lua_State *L) {
   Job *J = checkjob(L);
+  job_wait(L, J, 1, lmp_now(), 0);
   if (J->state == J_RUN) return lmp_error(L, "lmp: result is not ready");
   lua_pushboolean(L, J->state == J_OK);
   return 1;

@@ -42,20 +42,58 @@ void lmp_put64(void *p, uint64_t v) {
 #endif
 }
 
+/*
+** lua.c answers SIGINT by installing a count hook on the main thread that
+** raises "interrupted!" at its next instruction; a C loop that retries
+** EINTR would never let it run, so waits give up when that hook (or the
+** running thread's own) changes under them.  The main thread's is the one
+** to watch: a wait inside a coroutine would never see its own change.
+*/
 void lmp_hook_save(lua_State *L, lmp_hook *h) {
+  h->L = L;
   h->f = lua_gethook(L);
   h->mask = lua_gethookmask(L);
   h->count = lua_gethookcount(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  h->M = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (h->M == L) h->M = NULL;
+  if (h->M != NULL) {
+    h->mf = lua_gethook(h->M);
+    h->mmask = lua_gethookmask(h->M);
+    h->mcount = lua_gethookcount(h->M);
+  }
+}
+
+int lmp_hook_changed(lua_State *L, const lmp_hook *h) {
+  (void)L;
+  if (lua_gethook(h->L) != h->f || lua_gethookmask(h->L) != h->mask ||
+      lua_gethookcount(h->L) != h->count)
+    return 1;
+  return h->M != NULL &&
+         (lua_gethook(h->M) != h->mf || lua_gethookmask(h->M) != h->mmask ||
+          lua_gethookcount(h->M) != h->mcount);
+}
+
+/* the caller turns the interrupt into "lmp: interrupted": the hooks go
+   back as they were, so it is not raised a second time */
+void lmp_hook_restore(const lmp_hook *h) {
+  lua_sethook(h->L, h->f, h->mask, h->count);
+  if (h->M != NULL) lua_sethook(h->M, h->mf, h->mmask, h->mcount);
 }
 
 /*
-** lua.c answers SIGINT by installing a count hook that raises
-** "interrupted!" at the next instruction; a C loop that retries EINTR would
-** never let it run, so waits give up when the hook changes under them.
+** The caller lets the interrupt reach the script itself (mp.sleep): from a
+** coroutine, the main thread's new hook is copied onto the running thread
+** so that it fires there at once; the main thread keeps it, and fires too
+** when it runs again, in case the coroutine's caller catches the error.
 */
-int lmp_hook_changed(lua_State *L, const lmp_hook *h) {
-  return lua_gethook(L) != h->f || lua_gethookmask(L) != h->mask ||
-         lua_gethookcount(L) != h->count;
+void lmp_hook_deliver(const lmp_hook *h) {
+  if (h->M != NULL &&
+      (lua_gethook(h->M) != h->mf || lua_gethookmask(h->M) != h->mmask ||
+       lua_gethookcount(h->M) != h->mcount))
+    lua_sethook(h->L, lua_gethook(h->M), lua_gethookmask(h->M),
+                lua_gethookcount(h->M));
 }
 
 double lmp_now(void) {
@@ -64,23 +102,24 @@ double lmp_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* milliseconds until a deadline, for poll(): -1 none; never overflows */
+int lmp_pollms(double deadline) {
+  double left;
+  if (deadline < 0) return -1;
+  left = deadline - lmp_now();
+  if (left <= 0) return 0;
+  if (left > 1e6) return 1000000000;   /* poll again then */
+  return (int)(left * 1000.0) + 1;
+}
+
 int lmp_poll(lua_State *L, const lmp_hook *h, void *fds, unsigned nfds,
              double deadline) {
   for (;;) {
-    int ms = -1, r;
-    if (deadline >= 0) {
-      double left = deadline - lmp_now();
-      if (left <= 0) ms = 0;
-      else ms = (int)(left * 1000.0) + 1;
-      if (left > 1e6) ms = 1000000000;
-    }
-    r = poll((struct pollfd *)fds, (nfds_t)nfds, ms);
+    int r = poll((struct pollfd *)fds, (nfds_t)nfds, lmp_pollms(deadline));
     if (r >= 0) return r;
     if (errno != EINTR) return -1;
     if (h != NULL && lmp_hook_changed(L, h)) {
-      /* the caller raises "lmp: interrupted" instead: put the hook back so
-         the interrupt is not raised a second time, outside a pcall */
-      lua_sethook(L, h->f, h->mask, h->count);
+      lmp_hook_restore(h);
       return -2;
     }
   }
@@ -198,6 +237,7 @@ int lmp_iscallable(lua_State *L, int idx) {
   return 0;
 }
 
+/* math.huge (or any timeout past ~30 years) means no limit */
 double lmp_optdeadline(lua_State *L, int arg) {
   lua_Number t;
   if (lua_isnoneornil(L, arg)) return -1;
@@ -205,7 +245,9 @@ double lmp_optdeadline(lua_State *L, int arg) {
     lmp_error(L, "lmp: timeout must be a number, got %s",
               luaL_typename(L, arg));
   t = lua_tonumber(L, arg);
-  if (!(t >= 0)) lmp_error(L, "lmp: negative timeout");
+  if (t != t) lmp_error(L, "lmp: timeout must be a number, got nan");
+  if (t < 0) lmp_error(L, "lmp: negative timeout");
+  if (t > 1e9) return -1;
   return lmp_now() + (double)t;
 }
 
