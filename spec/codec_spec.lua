@@ -5,16 +5,9 @@ package.cpath = "./?.so;" .. package.cpath
 local mp = require "lmp"
 local support = require "spec.support"
 
---[[
-busted runs a spec file with _ENV set to its own proxy table (a table with a
-metatable), not to the real globals. A function defined under that _ENV would
-carry the proxy as its _ENV upvalue, and the codec would (rightly) refuse to
-serialize a table with an unregistered metatable. Every function this file
-encodes is therefore defined under `local _ENV = _G`, the way functions look
-in an ordinary script. busted's names are captured first.
-]]
-local describe, it, assert = describe, it, assert
-local _ENV = _G
+-- Functions here are defined under busted's own environment, as a user's
+-- spec would define them: mp.encode sends that environment as the
+-- receiver's copy of it (API.md "Pool", doc/design.md "Identity across fork").
 
 local F = { functions = true }
 
@@ -29,6 +22,7 @@ end
 -- pcall that returns the error message (or fails if the call succeeded), and
 -- the same for an error message that must contain a text (spec/support.lua)
 local raises, assert_raises_with = support.errmsg, support.assert_error_with
+local assert_error_with, run_lua, fields = support.assert_error_with, support.run_lua, support.fields
 
 --[[
 Deep comparison that follows table identity: every table of `a` must map to
@@ -493,14 +487,20 @@ describe("mp.decode", function()
 
     it("rebinds _ENV to the receiver's globals even when it is not upvalue 1", function()
       local a = 1
-      local function f() return a + math.abs(-1) + (LMP_SPEC_GLOBAL or 0) end
+      local f
+      do
+        -- the one function in lmp's specs defined under the real globals
+        -- (busted gives a spec file an environment of its own)
+        local _ENV = _G
+        f = function() return a + math.abs(-1) + (LMP_SPEC_GLOBAL or 0) end
+      end
       assert.are.equal("a", (debug.getupvalue(f, 1)))
       assert.are.equal("_ENV", (debug.getupvalue(f, 2)))
       local g = roundtrip(f)
       assert.are.equal(2, g())
-      LMP_SPEC_GLOBAL = 40
+      _G.LMP_SPEC_GLOBAL = 40
       local ok, r = pcall(g)
-      LMP_SPEC_GLOBAL = nil
+      _G.LMP_SPEC_GLOBAL = nil
       assert.is_true(ok, r)
       assert.are.equal(42, r)
       local name, env = debug.getupvalue(g, 2)
@@ -526,7 +526,7 @@ describe("mp.decode", function()
       assert.is_true(rawequal(mp, (roundtrip(mp))))
     end)
 
-    it("sends a custom _ENV table (a sandbox) by value", function()
+    it("sends a custom _ENV table (a sandbox) as the receiver's copy of it", function()
       local function make()
         local _ENV = { x = 5, y = { 6 } }
         return function() return x + y[1] end
@@ -537,8 +537,8 @@ describe("mp.decode", function()
       local name, env = debug.getupvalue(g, 1)
       assert.are.equal("_ENV", name)
       assert.is_false(rawequal(_G, env))
-      assert.is_false(rawequal(select(2, debug.getupvalue(f, 1)), env))
-      assert.are.equal(5, env.x)
+      -- in the same process, that copy is the sandbox itself
+      assert.is_true(rawequal(select(2, debug.getupvalue(f, 1)), env))
     end)
 
     it("keeps debug info, so errors and tracebacks name the source file and line", function()
@@ -1013,5 +1013,124 @@ describe("mp.encode / mp.decode (second review)", function()
       __index = { kind = "point" } })
     local back = mp.decode(mp.encode(setmetatable({ x = 1 }, P2)))
     assert.are.equal("point", back.kind)
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- What mp.encode writes, mp.decode reads (issue 10): a message the decoder
+-- would refuse is refused by the encoder, naming the value.
+---------------------------------------------------------------------------
+describe("mp.encode (values that would not decode)", function()
+  it("refuses a __serialize that returns its own value, or a table holding it", function()
+    local self_ = setmetatable({}, { __serialize = function(x) return x end })
+    assert_error_with("lmp: cannot serialize value whose __serialize result holds the value itself at args[1]<__serialize>",
+      mp.encode, self_)
+    local holder = setmetatable({}, { __serialize = function(x) return { inner = { x } } end })
+    assert_error_with("lmp: cannot serialize value whose __serialize result holds the value itself at args[1][1]<__serialize>.inner[1]",
+      mp.encode, { holder })
+    local ud = setmetatable({}, { __serialize = function(x) return { x } end })
+    assert_error_with("lmp: cannot serialize", mp.encode, ud)
+  end)
+
+  it("refuses two values whose __serialize results hold each other", function()
+    local a, b = {}, {}
+    setmetatable(a, { __serialize = function() return b end })
+    setmetatable(b, { __serialize = function() return a end })
+    assert_error_with("__serialize result holds the value itself", mp.encode, a)
+  end)
+
+  it("still sends a __serialize value that appears twice, and one inside another's result", function()
+    local C = { __serialize = function(x) return { v = x.v } end }
+    local c = setmetatable({ v = 1 }, C)
+    local d = setmetatable({ v = c }, C)
+    local t = mp.decode(mp.encode({ c, c, d }))
+    assert.is_true(rawequal(t[1], t[2]))
+    assert.equal(1, t[3].v.v)
+  end)
+
+  it("refuses a table key that __serialize turns into nil or NaN", function()
+    local tonil = setmetatable({}, { __serialize = function() return nil end })
+    local tonan = setmetatable({}, { __serialize = function() return 0 / 0 end })
+    assert_error_with("lmp: cannot serialize table key that __serialize turns into nil or NaN at args[1]<key>",
+      mp.encode, { [tonil] = 1 })
+    assert_error_with("lmp: cannot serialize table key that __serialize turns into nil or NaN at args[1]<key>",
+      mp.encode, { [tonan] = 1 })
+    -- the same value met first as a value, then as a key (a back-reference)
+    assert_error_with("lmp: cannot serialize table key that __serialize turns into nil or NaN",
+      mp.encode, { tonil, { [tonil] = true } })
+    -- as a value it is fine: it arrives as nil
+    assert.same({ n = 1 }, mp.decode(mp.encode({ tonil, n = 1 })))
+  end)
+
+  it("refuses a __serialize that is not a function, naming where the value is", function()
+    local five = setmetatable({}, { __serialize = 5 })
+    assert_error_with("lmp: cannot serialize value whose __serialize is a number, not a function at args[1].x",
+      mp.encode, { x = five })
+  end)
+
+  it("encodes again after a failure, also from inside a __serialize", function()
+    assert_error_with("lmp: cannot serialize", mp.encode, { io.tmpfile and coroutine.create(print) })
+    local inner = setmetatable({}, { __serialize = function() return mp.encode("nested") end })
+    local s = mp.decode(mp.encode({ inner, "outer" }))
+    assert.equal("nested", mp.decode(s[1]))
+    assert.equal("outer", s[2])
+  end)
+end)
+
+describe("mp.encode (environments, identity across fork)", function()
+  it("sends a function's environment as the receiver's copy: a child forked after has it", function()
+    local out = run_lua([[
+      local env = setmetatable({ k = 2 }, { __index = _G })
+      local f = load("return function(x) k = k + 1; return x * k end", "=env", "t", env)()
+      local msg = mp.encode(f)
+      local pid = assert(mp.fork())
+      if pid == 0 then
+        local g = mp.decode(msg, { functions = true })
+        print("child=" .. g(10) .. "," .. env.k)
+        os.exit(0)
+      end
+      mp.wait(pid)
+      print("parent=" .. env.k)
+    ]], 30)
+    local f = fields(out)
+    assert.equal("30,3", f.child, out)     -- the child's own copy changed
+    assert.equal("2", f.parent, out)
+  end)
+
+  it("refuses it in a process that has no copy, saying so", function()
+    local out = run_lua([[
+      local pid = assert(mp.fork())
+      if pid == 0 then mp.sleep(0.5) os.exit(0) end       -- forked before
+      local env = setmetatable({ one = 1 }, { __index = _G })
+      local f = load("return function() return one end", "=env", "t", env)()
+      local msg = mp.encode(function() return f() end)
+      local ok, err = pcall(mp.decode, msg, { functions = true })
+      print("same=" .. tostring(ok))
+      mp.wait(pid)
+      local path = os.tmpname()
+      local h = io.open(path, "wb") h:write(msg) h:close()
+      print("path=" .. path)
+    ]], 30)
+    local f = fields(out)
+    assert.equal("true", f.same, out)          -- the process that has it
+    local out2 = run_lua(([[
+      local h = io.open(%q, "rb") local s = h:read("a") h:close()
+      os.remove(%q)
+      local ok, err = pcall(mp.decode, s, { functions = true })
+      print("ok=" .. tostring(ok))
+      print("err=" .. tostring(err))
+      local ok2, err2 = pcall(mp.decode, s)
+      print("err2=" .. tostring(err2))
+    ]]):format(f.path, f.path), 30)
+    local g = fields(out2)
+    assert.equal("false", g.ok, out2)
+    assert.truthy(g.err:find("shared across fork is not known in this process", 1, true), out2)
+    assert.truthy(g.err2:find("lmp: decode: message contains a function", 1, true), out2)
+  end)
+end)
+
+describe("mp.decode (options)", function()
+  it("refuses options that are not a table", function()
+    assert_error_with("lmp: decode options must be a table, got string", mp.decode, mp.encode(1), "x")
   end)
 end)

@@ -8,12 +8,7 @@
 -- hangs the parent then fails its own case instead of the whole run. When an
 -- interpreter dies in the middle of a group, the case it was running is
 -- recorded as crashed and the group resumes from the next case in a new one.
---
--- busted runs a spec with _ENV set to a proxy table that the codec rightly
--- refuses to ship as a task's _ENV upvalue, hence `local _ENV = _G` below.
 package.cpath = "./?.so;" .. package.cpath
-local describe, it, setup, teardown, assert = describe, it, setup, teardown, assert
-local _ENV = _G
 
 local mp = require "lmp"
 local support = require "spec.support"
@@ -613,6 +608,46 @@ describe("leak accounting", function()
     local f = fields(out)
     assert.are.equal("yes", f.done, out)
     assert.is_true(tonumber(f.grow) < 50 * 1024 * 1024, "RSS grew by " .. tostring(f.grow))
+  end)
+
+  -- the loop of issue 10 that grew to 621 MB: outstanding async work in
+  -- rounds, and a long imap; memory must stay flat, not grow per round
+  it("keeps RSS flat over 10^5 outstanding apply_async (in rounds) and 10^5 imap items", function()
+    local out = run_lua([[
+      local function rss()
+        local f = io.open("/proc/self/statm") local s = f:read("a") f:close()
+        return tonumber(s:match("^%d+ (%d+)")) * 4096
+      end
+      local pool = mp.Pool(2)
+      local after = {}
+      for round = 1, 5 do
+        local rs = {}
+        for i = 1, 20000 do rs[i] = pool:apply_async(function(x) return x + 1 end, { i }) end
+        for i = 1, 20000 do assert(rs[i]:get() == i + 1) end
+        rs = nil
+        collectgarbage()
+        after[round] = rss()
+      end
+      print("async=" .. (after[5] - after[1]))
+      local imap = {}
+      for round = 1, 5 do
+        local i, n = 0, 0
+        for v in pool:imap(function(x) return x * 2 end, function()
+          i = i + 1
+          if i <= 20000 then return i end
+        end) do n = n + 1 end
+        assert(n == 20000)
+        collectgarbage()
+        imap[round] = rss()
+      end
+      print("imap=" .. (imap[5] - imap[1]))
+      pool:close() pool:join()
+      print("done=yes")
+    ]], 300)
+    local f = fields(out)
+    assert.are.equal("yes", f.done, out)
+    assert.is_true(tonumber(f.async) < 8 * 1024 * 1024, "RSS grew by " .. tostring(f.async) .. " over async rounds 2-5")
+    assert.is_true(tonumber(f.imap) < 8 * 1024 * 1024, "RSS grew by " .. tostring(f.imap) .. " over imap rounds 2-5")
   end)
 end)
 

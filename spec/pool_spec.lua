@@ -2,13 +2,7 @@
 -- creates is terminated when the test ends (`<close>`), pass or fail.
 -- Scenarios that need lua.c's SIGINT handler or a raw mp.fork run in a
 -- fresh lua5.4 interpreter, so a stray child can never keep running busted.
---
--- busted runs a spec with _ENV set to a proxy table (with a metatable) that
--- the codec rightly refuses to send as a task's _ENV upvalue; tasks here are
--- defined under `local _ENV = _G`, like functions in an ordinary script.
 package.cpath = "./?.so;" .. package.cpath
-local describe, it, setup, teardown, assert = describe, it, setup, teardown, assert
-local _ENV = _G
 
 local mp = require "lmp"
 local lfs = require "lfs"
@@ -1135,5 +1129,259 @@ describe("Pool (review regressions)", function()
     local f = fields(out)
     assert.are.equal("true", f.child_ok, out)
     assert.are.equal("42", f.parent, out)
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- Async work starts at once; polling makes progress (issue 10).
+---------------------------------------------------------------------------
+describe("Pool:apply_async (work starts at once)", function()
+  local pool
+  before_each(function() pool = mp.Pool(2) end)
+  after_each(function() pool:terminate() end)
+
+  it("starts the task before any other pool call", function()
+    local path = support.tmpname()
+    local r = pool:apply_async(function(p)
+      local f = assert(io.open(p, "w")) f:write("ran") f:close()
+      return true
+    end, { path })
+    -- no pool call here: the worker must have the task already
+    local ran = wait_until(function() return slurp(path) == "ran" end, 10)
+    os.remove(path)
+    assert.is_true(ran, "the task did not run while the parent waited elsewhere")
+    assert.is_true(r:get())
+  end)
+
+  it("runs while the parent sleeps, so the parent does not wait twice", function()
+    local r = pool:apply_async(function() return mp.time() end)
+    mp.sleep(1)
+    local slept = mp.time()
+    assert.is_true(r:get() < slept, "the task started only after the parent came back")
+  end)
+
+  it("keeps every worker busy with a large map_async while the parent computes", function()
+    local r = pool:map_async(function(x) mp.sleep(0.01) return mp.time() end, range(60))
+    local t0 = mp.time()
+    while mp.time() - t0 < 3 do end    -- the parent computes, no pool call
+    local back = mp.time()
+    local done = r:get()
+    table.sort(done)
+    assert.is_true(done[#done] < back, "some tasks ran only after the parent came back")
+  end)
+
+  it("lets mp.wait() reap a worker whose task exited, instead of blocking", function()
+    local out = run_lua([[
+      local pool = mp.Pool(1)
+      local r = pool:apply_async(function() os.exit(7) end)
+      local pid, how, code = mp.wait()
+      print("how=" .. tostring(how))
+      print("code=" .. tostring(code))
+      local ok, err = pcall(r.get, r, 10)
+      print("err=" .. tostring(err):gsub("\n", " "))
+      print("after=" .. pool:apply(function() return 1 end))
+      pool:terminate()
+    ]], 30)
+    local f = fields(out)
+    assert.equal("exited", f.how, out)
+    assert.equal("7", f.code, out)
+    assert.truthy(f.err:find("exited with code 7", 1, true), out)
+    assert.equal("1", f.after, out)
+  end)
+end)
+
+describe("AsyncResult:ready (polling)", function()
+  it("becomes true in a loop that only polls ready() and sleeps", function()
+    local out = run_lua([[
+      local pool = mp.Pool(1)
+      local r = pool:apply_async(function() mp.sleep(0.2) return 5 end)
+      local polls = 0
+      while not r:ready() do mp.sleep(0.05) polls = polls + 1 end
+      print("v=" .. r:get())
+      print("successful=" .. tostring(r:successful()))
+      local r2 = pool:apply_async(function() mp.sleep(0.2) return 6 end)
+      while not r2:wait(0) do mp.sleep(0.05) end
+      print("w=" .. r2:get(0))
+      pool:terminate()
+    ]], 30)
+    local f = fields(out)
+    assert.equal("5", f.v, out)
+    assert.truthy(out:find("successful=true", 1, true), out)
+    assert.equal("6", f.w, out)
+  end)
+
+  it("runs the callback of an empty map_async before get or wait returns", function()
+    local pool <close> = mp.Pool(1)
+    local got
+    local r = pool:map_async(function(x) return x end, {}, nil, function(v) got = v end)
+    assert.same({}, r:get())
+    assert.same({}, got)
+    local got2
+    local r2 = pool:map_async(function(x) return x end, {}, nil, function(v) got2 = v end)
+    assert.is_true(r2:wait(0))
+    assert.same({}, got2)
+  end)
+end)
+
+describe("Pool:imap (an abandoned iterator)", function()
+  it("stops taking input, so the next map does not wait for an endless input", function()
+    local out = run_lua([[
+      local pool = mp.Pool(2)
+      local n = 0
+      local it = pool:imap(function(x) return x end, function() n = n + 1 return n end)
+      print("first=" .. it())
+      it = nil                          -- dropped, not collected
+      print("map=" .. table.concat(pool:map(function(x) return x * 2 end, {1, 2, 3}), ","))
+      print("bounded=" .. tostring(n < 100000))
+      pool:close() pool:join()          -- the dropped job does not hold join
+      print("joined=yes")
+    ]], 30)
+    local f = fields(out)
+    assert.equal("1", f.first, out)
+    assert.equal("2,4,6", f.map, out)
+    assert.equal("true", f.bounded, out)
+    assert.equal("yes", f.joined, out)
+  end)
+end)
+
+describe("Pool:map (proxy tables)", function()
+  local pool
+  setup(function() pool = mp.Pool(2) end)
+  teardown(function() pool:terminate() end)
+
+  it("maps what t[i] sees for a table with __index and __len", function()
+    local proxy = setmetatable({}, {
+      __index = function(_, i) return i * 10 end,
+      __len = function() return 3 end,
+    })
+    assert.same({ 11, 21, 31 }, pool:map(function(x) return x + 1 end, proxy))
+    assert.same({ 11, 21, 31 }, pool:map(function(x) return x + 1 end, proxy, 1))
+  end)
+
+  it("ends at the first missing item when __len claims more than exists", function()
+    local t = setmetatable({ 1, 2, 3 }, { __len = function() return math.maxinteger end })
+    assert.same({ 2, 4, 6 }, pool:map(double, t))
+    local r = {}
+    for v in pool:imap(double, t) do r[#r + 1] = v end
+    assert.same({ 2, 4, 6 }, r)
+  end)
+
+  it("refuses a length that is not a non-negative integer", function()
+    local t = setmetatable({}, { __len = function() return "many" end })
+    assert_error_with("lmp: iterable's length must be a non-negative integer", pool.map, pool, double, t)
+  end)
+end)
+
+describe("mp.Pool (resources)", function()
+  -- pids of the children of `pid`, read from /proc
+  local function children_of(pid)
+    local n = 0
+    for name in lfs.dir("/proc") do
+      if name:match("^%d+$") then
+        local ppid = (slurp("/proc/" .. name .. "/stat") or ""):match("^%d+ %b() %a (%d+)")
+        if tonumber(ppid) == pid then n = n + 1 end
+      end
+    end
+    return n
+  end
+
+  it("reaps the workers of a collected pool within the collection", function()
+    local pool = mp.Pool(2)
+    local pids = worker_pids(pool, 2)
+    pool = nil
+    collectgarbage()
+    collectgarbage()
+    for _, pid in ipairs(pids) do assert.is_true(gone(pid), "worker " .. pid .. " is left") end
+  end)
+
+  it("kills and reaps the workers it forked when it runs out of fds half-way", function()
+    local script = support.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(("package.cpath = %q .. package.cpath\n"):format(support.ROOT .. "/?.so;"),
+      'local mp = require "lmp"\n',
+      'local ok, err = pcall(mp.Pool, 16)\n',
+      'print("ok=" .. tostring(ok))\n',
+      'print("err=" .. tostring(err))\n',
+      'local lfs = require "lfs"\n',
+      'local n = 0\n',
+      'for name in lfs.dir("/proc") do\n',
+      '  local s = name:match("^%d+$") and io.open("/proc/" .. name .. "/stat")\n',
+      '  if s then if tonumber(s:read("a"):match("^%d+ %b() %a (%d+)")) == mp.getpid() then n = n + 1 end s:close() end\n',
+      'end\n',
+      'print("children=" .. n)\n')
+    f:close()
+    local out = support.run_sh("prlimit --nofile=14 lua5.4 " .. support.q(script), 30)
+    os.remove(script)
+    local r = fields(out)
+    assert.equal("false", r.ok, out)
+    assert.truthy(r.err:find("Too many open files", 1, true), out)
+    assert.equal("0", r.children, out)
+  end)
+
+  it("kills and reaps the workers it forked when fork fails half-way (ulimit -u)", function()
+    if io.open("/proc/self/status"):read("a"):match("Uid:%s+(%d+)") ~= "0" then
+      pending("needs root, to run the check as another user under a process limit")
+      return
+    end
+    local script = support.tmpname() .. ".lua"
+    local f = assert(io.open(script, "w"))
+    f:write(("package.cpath = %q .. package.cpath\n"):format(support.ROOT .. "/?.so;"),
+      'local mp = require "lmp"\n',
+      'local ok, err = pcall(mp.Pool, 8)\n',
+      'print("ok=" .. tostring(ok))\n',
+      'print("err=" .. tostring(err))\n')
+    f:close()
+    os.execute("chmod 644 " .. support.q(script))
+    -- root ignores RLIMIT_NPROC: run as nobody, with room for 2 processes
+    local out = support.run_sh(
+      "setpriv --reuid=65534 --regid=65534 --clear-groups prlimit --nproc=3 lua5.4 " .. support.q(script), 30)
+    os.remove(script)
+    local r = fields(out)
+    if r.ok == "true" then pending("the process limit did not apply here: " .. out) return end
+    assert.equal("false", r.ok, out)
+    assert.truthy(r.err:find("fork: Resource temporarily unavailable", 1, true), out)
+    -- nothing of nobody's is left running
+    assert.is_true(wait_until(function()
+      return not io.popen("pgrep -u 65534 -f " .. support.q(script)):read("a"):match("%d")
+    end, 5), "a worker survived")
+  end)
+end)
+
+describe("Pool calls from a coroutine", function()
+  it("raise 'lmp: interrupted' on SIGINT, as from the main thread", function()
+    local out = run_lua([[
+      local pool = mp.Pool(2)
+      local parent = mp.getpid()
+      local helper = assert(mp.fork())
+      if helper == 0 then mp.sleep(0.3) mp.kill(parent, "INT") os.exit(0) end
+      local co = coroutine.create(function()
+        return pool:map(function() mp.sleep(20) end, {1, 2}, 1)
+      end)
+      local ok, err = coroutine.resume(co)
+      print("ok=" .. tostring(ok))
+      print("err=" .. tostring(err):gsub("\n", " "))
+      mp.wait(helper)
+    ]], 30)
+    local f = fields(out)
+    assert.equal("false", f.ok, out)
+    assert.truthy(f.err:find("lmp: interrupted", 1, true), out)
+  end)
+end)
+
+describe("AsyncResult:get (timeouts)", function()
+  local pool
+  setup(function() pool = mp.Pool(1) end)
+  teardown(function() pool:terminate() end)
+
+  it("takes math.huge and other huge timeouts as no limit", function()
+    assert.equal(1, pool:apply_async(function() return 1 end):get(math.huge))
+    assert.equal(2, pool:apply_async(function() return 2 end):get(1e300))
+    assert.is_true(pool:apply_async(function() return 3 end):wait(math.huge))
+  end)
+
+  it("says that a NaN timeout is not a number", function()
+    local r = pool:apply_async(function() return 1 end)
+    assert_error_with("lmp: timeout must be a number, got nan", r.get, r, 0 / 0)
+    assert.equal(1, r:get())
   end)
 end)

@@ -1037,13 +1037,12 @@ describe("a pid mp.wait reaped, given to the next process", function()
     if f then assert.are.equal("exited 0", f.holder, out) end
   end)
 
-  it("is taken off lmp's list of killed workers when mp.wait() reaps it", function()
+  it("is not on lmp's list of killed workers once a collected pool reaped it", function()
     local f, out = reuse([[
       local pool = mp.Pool(1)
       local wpid = pool:apply(mp.getpid)
-      pool = nil collectgarbage() collectgarbage()   -- killed, left on the list
-      mp.sleep(0.1)
-      assert(mp.wait() == wpid)
+      pool = nil collectgarbage() collectgarbage()   -- killed and reaped
+      assert(mp.wait() == nil)                       -- no child is left
       process_on(wpid)
     ]])
     if f then
@@ -1067,5 +1066,101 @@ describe("a pid mp.wait reaped, given to the next process", function()
       assert.are.equal("0", f.exitcode, out)
       assert.are.equal("42", f.result, out)
     end
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- Interrupts reach every wait, and the end of a script never waits in
+-- silence (issue 10).
+---------------------------------------------------------------------------
+describe("mp.Process (SIGINT to the child)", function()
+  -- a target that spins, one that sleeps, one that sleeps in a coroutine
+  local targets = {
+    { "spins", function() while true do end end },
+    { "sleeps", function() mp.sleep(30) end },
+    { "sleeps in a coroutine", function() coroutine.wrap(function() mp.sleep(30) end)() end },
+  }
+  for _, t in ipairs(targets) do
+    it("ends a child whose target " .. t[1] .. ", as lua5.4 ends on Ctrl-C", function()
+      local track <close> = reaper()
+      local p = track(mp.Process(t[2]):start())
+      mp.sleep(0.2)
+      mp.kill(p.pid, "INT")
+      assert.is_true(p:join(10), "the child did not end")
+      assert.equal(1, p.exitcode)
+      support.assert_error_with("interrupted!", p.get, p)
+    end)
+  end
+end)
+
+describe("mp.sleep (in a coroutine)", function()
+  it("lets Ctrl-C stop the script, also when the coroutine's caller catches the error", function()
+    local out, status, how = run_lua([[
+      local parent = mp.getpid()
+      local helper = assert(mp.fork())
+      if helper == 0 then mp.sleep(0.3) mp.kill(parent, "INT") os.exit(0) end
+      local ok, err = coroutine.resume(coroutine.create(function() mp.sleep(300) end))
+      print("caught=" .. tostring(err))
+      mp.wait(helper)
+      for i = 1, 1e9 do end                  -- the main thread is stopped too
+      print("survived=yes")
+    ]], 30)
+    assert.truthy(out:find("interrupted!", 1, true), out)
+    assert.is_nil(out:find("survived=yes", 1, true), out)
+    assert.equal(1, status, out)
+  end)
+end)
+
+describe("the end of a script with children still running", function()
+  it("says whom it waits for after a second, and Ctrl-C then stops them", function()
+    local dir = tmpname()
+    assert(os.execute("mkdir -p " .. q(dir)))
+    local script = dir .. "/s.lua"
+    local f = assert(io.open(script, "w"))
+    f:write(("package.cpath = %q .. package.cpath\n"):format(ROOT .. "/?.so;"),
+      'local mp = require "lmp"\n',
+      ('local out = assert(io.open(%q, "w"))\n'):format(dir .. "/pids"),
+      'local a = mp.Process{target = function() mp.sleep(30) end, name = "long-one"}:start()\n',
+      'local b = mp.Process(function() mp.sleep(30) end):start()\n',
+      'out:write(mp.getpid(), " ", a.pid, " ", b.pid, "\\n") out:close()\n')
+    f:close()
+    os.execute(("(timeout -s KILL 60 lua5.4 %s >%s 2>&1; echo $? >%s) &"):format(
+      q(script), q(dir .. "/out"), q(dir .. "/status")))
+    local pids
+    assert.is_true(wait_until(function()
+      local s = slurp(dir .. "/pids") or ""
+      pids = { s:match("(%d+) (%d+) (%d+)") }
+      return #pids == 3
+    end, 10), "the script did not start")
+    local ok = wait_until(function()
+      return (slurp(dir .. "/out") or ""):find("lmp: waiting for 2 child processes", 1, true) ~= nil
+    end, 10)
+    local out = slurp(dir .. "/out") or ""
+    mp.kill(tonumber(pids[1]), "INT")
+    local ended = wait_until(function() return slurp(dir .. "/status") ~= nil end, 10)
+    local status = slurp(dir .. "/status")
+    for _, pid in ipairs({ pids[2], pids[3] }) do
+      if not dead(tonumber(pid)) then mp.kill(tonumber(pid), "KILL") end
+    end
+    for _, name in ipairs({ "s.lua", "pids", "out", "status" }) do os.remove(dir .. "/" .. name) end
+    os.remove(dir)
+    assert.is_true(ok, "no message: " .. out)
+    assert.truthy(out:find("long-one (pid " .. pids[2] .. ")", 1, true), out)
+    assert.truthy(out:find("Ctrl-C stops them", 1, true), out)
+    assert.is_true(ended, "Ctrl-C did not end the script")
+    assert.equal("130\n", status)             -- it died of the SIGINT
+    assert.is_true(wait_until(function() return dead(tonumber(pids[2])) and dead(tonumber(pids[3])) end, 5),
+      "a child survived")
+  end)
+end)
+
+describe("Process:join (timeouts)", function()
+  it("takes math.huge as no limit and says a NaN timeout is not a number", function()
+    local p = mp.Process(function() return 1 end):start()
+    support.assert_error_with("lmp: timeout must be a number, got nan", p.join, p, 0 / 0)
+    assert.is_true(p:join(math.huge))
+    local p2 = mp.Process(function() return 2 end):start()
+    assert.is_true(p2:join(1e300))
+    assert.equal(2, p2:get(math.huge))
   end)
 end)

@@ -56,6 +56,20 @@ function M.run_file(script, args, seconds, dir)
 end
 
 --[[
+Runs the shell command `cmd` (a string, run by /bin/sh) like run_file: output
+to a file, a hard time limit of `seconds` (default 30). Returns the output, the
+exit status and how the run ended.
+]]
+function M.run_sh(cmd, seconds)
+  local out = os.tmpname()
+  local _, how, status = os.execute(("timeout -s KILL %d /bin/sh -c %s >%s 2>&1"):format(
+    seconds or 30, M.q(cmd), M.q(out)))
+  local text = M.slurp(out) or ""
+  os.remove(out)
+  return text, status, how
+end
+
+--[[
 Runs `code` like run_file, in a fresh lua5.4 that loads the repository's
 lmp.so as `mp` first; `prelude` (optional) is Lua text run between that and
 `code`. Returns the output, the exit status and how the run ended.
