@@ -23,8 +23,7 @@ local DRIVERS = {
     W1chunk1 = { "W1chunk1" }, W2 = { "W2" }, W3 = { "W3" }, W4 = { "W4str", "W4floats" },
     W4str = { "W4str" }, W4floats = { "W4floats" } } },
   { script = "process.lua", names = { W5 = { "W5" } } },
-  { script = "codec.lua", names = { W6 = { "W6enc", "W6dec" }, W6enc = { "W6enc", "W6dec" },
-    W6dec = { "W6enc", "W6dec" } } },
+  { script = "codec.lua", names = { W6 = { "W6encss", "W6decss", "W6enc", "W6dec" } } },
 }
 
 local selected = {} -- row id -> true
@@ -149,7 +148,7 @@ for _, r in ipairs(B.rows) do
 end
 local bytes = {}
 for _, i in ipairs(info) do
-  if i.key == "bytes" and i.row == "W6enc" then bytes[i.side] = tonumber(i.value) end
+  if i.key == "bytes" and i.row == "W6encss" then bytes[i.side] = tonumber(i.value) end
 end
 emit("")
 if bytes.raw then
