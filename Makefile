@@ -38,7 +38,7 @@ WARNFLAGS  = -Wall -Wextra -Werror -pedantic -Wshadow -Wmissing-prototypes \
 CFLAGS     ?= -O2 -g -std=c99 -fPIC -fvisibility=hidden $(WARNFLAGS)
 LDFLAGS    ?=
 
-SRC = src/lmp.c src/codec.c src/wire.c src/pool.c
+SRC = $(sort $(wildcard src/*.c))
 HDR = $(wildcard src/*.h)
 
 # Sanitizer builds: same warnings as the release build but without -Werror

@@ -18,12 +18,9 @@ local support = require "spec.support"
 ---------------------------------------------------------------------------
 local slurp, fields, dead, wait_until = support.slurp, support.fields, support.dead, support.wait_until
 
--- runs `code` in a fresh lua5.4 (output to a file, hard time limit) with a
--- line-buffered stdout; returns the output, the exit status and how the run
--- ended ("exit"/"signal")
-local function run_lua(code, seconds)
-  return support.run_lua(code, seconds, 'io.stdout:setvbuf("line")')
-end
+-- fresh interpreters here print line by line: what a group printed before
+-- it crashed is in its output
+local function run_lua(code, seconds) return support.run_lua(code, seconds, support.LINEBUF) end
 
 ---------------------------------------------------------------------------
 -- The case library. It is plain Lua text: busted loads it only to list the

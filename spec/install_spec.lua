@@ -6,17 +6,7 @@
 -- lmp-asan/, where src/ and rockspec/ are links to the real ones.
 
 local support = require "spec.support"
-local q = support.q
-
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true
-end
-
--- the contents of a file, "" if it cannot be read
-local function slurp(path)
-  return support.slurp(path, "")
-end
+local q, sh = support.q, support.sh
 
 local function has_luarocks()
   return sh("command -v luarocks >/dev/null 2>&1")
@@ -46,7 +36,7 @@ describe("rockspec/lmp-scm-1.rockspec", function()
     local built = sh("cd " .. q(tmp .. "/build") .. " && env -u LD_PRELOAD"
       .. " luarocks --lua-version=5.4 make rockspec/lmp-scm-1.rockspec --tree " .. q(tree)
       .. " >" .. q(log) .. " 2>&1")
-    assert(built, "luarocks make failed:\n" .. slurp(log))
+    assert(built, "luarocks make failed:\n" .. support.slurp(log, ""))
 
     local prog = table.concat({
       'package.cpath = ' .. ("%q"):format(tree .. "/lib/lua/5.4/?.so;") .. ' .. package.cpath',
@@ -59,7 +49,7 @@ describe("rockspec/lmp-scm-1.rockspec", function()
     local ran = sh("cd " .. q(tmp .. "/elsewhere") .. " && env -u LUA_CPATH -u LUA_CPATH_5_4 lua5.4 -e "
       .. q(prog) .. " >" .. q(out) .. " 2>&1")
     local lines = {}
-    for l in slurp(out):gmatch("[^\n]+") do lines[#lines + 1] = l end
+    for l in support.slurp(out, ""):gmatch("[^\n]+") do lines[#lines + 1] = l end
     assert(ran, "loading the installed module failed:\n" .. table.concat(lines, "\n"))
     assert.are.equal(tree .. "/lib/lua/5.4/lmp.so", lines[1])
     assert.are.equal("function", lines[2])

@@ -15,24 +15,7 @@ local slurp, run_lua, fields = support.slurp, support.run_lua, support.fields
 local dead, gone, wait_until, open_fds = support.dead, support.gone, support.wait_until, support.open_fds
 local assert_error_with = support.assert_error_with
 
--- pids of our children, with their state letter
-local function children()
-  local me, kids = mp.getpid(), {}
-  for name in lfs.dir("/proc") do
-    if name:match("^%d+$") then
-      local stat = slurp("/proc/" .. name .. "/stat")
-      local st, ppid = (stat or ""):match("^%d+ %b() (%a) (%d+)")
-      if ppid and tonumber(ppid) == me then kids[tonumber(name)] = st end
-    end
-  end
-  return kids
-end
-
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local children, count = support.children, support.count
 
 -- distinct worker pids, learnt by running slow-ish tasks on every worker
 local function worker_pids(pool, n)
@@ -1273,18 +1256,6 @@ describe("Pool:map (proxy tables)", function()
 end)
 
 describe("mp.Pool (resources)", function()
-  -- pids of the children of `pid`, read from /proc
-  local function children_of(pid)
-    local n = 0
-    for name in lfs.dir("/proc") do
-      if name:match("^%d+$") then
-        local ppid = (slurp("/proc/" .. name .. "/stat") or ""):match("^%d+ %b() %a (%d+)")
-        if tonumber(ppid) == pid then n = n + 1 end
-      end
-    end
-    return n
-  end
-
   it("reaps the workers of a collected pool within the collection", function()
     local pool = mp.Pool(2)
     local pids = worker_pids(pool, 2)

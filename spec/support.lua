@@ -85,6 +85,34 @@ function M.run_lua(code, seconds, prelude)
   return text, status, how
 end
 
+-- a prelude for run_lua: the script's stdout is line-buffered, so what it
+-- printed before a crash is in the output
+M.LINEBUF = 'io.stdout:setvbuf("line")'
+
+-- runs a shell command; true if it exited 0
+function M.sh(cmd)
+  return os.execute(cmd) == true
+end
+
+-- our children: pid -> state letter (zombies included), read from /proc
+function M.children()
+  local me, kids = require("lmp").getpid(), {}
+  for name in lfs.dir("/proc") do
+    if name:match("^%d+$") then
+      local st, ppid = (M.slurp("/proc/" .. name .. "/stat") or ""):match("^%d+ %b() (%a) (%d+)")
+      if ppid and tonumber(ppid) == me then kids[tonumber(name)] = st end
+    end
+  end
+  return kids
+end
+
+-- how many entries a table has
+function M.count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
 -- "key=value" lines printed by a script, as a table
 function M.fields(text)
   local t = {}

@@ -1,0 +1,211 @@
+/*
+** pool_result.c -- AsyncResult and imap iterators.  Waiting on one moves its
+** pool along (pool_sched.c); polling one (ready, successful, wait(0)) does too,
+** without waiting, so a loop that only polls ends.
+*/
+#include "pool_result.h"
+
+#include <unistd.h>
+
+/*
+** Deadline now: one step that does not wait.  Callbacks of finished jobs
+** run on the way, so by the time a result is handed out its callback ran.
+*/
+void lmp_job_wait(lua_State *L, Job *J, int jidx, double deadline,
+                  int raise) {
+  Pool *P;
+  lmp_uvfield(L, jidx, JV_POOL);
+  P = (Pool *)lua_touserdata(L, -1);
+  if (P->owner != getpid()) {
+    if (J->state == J_RUN)
+      lmp_error(L, "lmp: this AsyncResult belongs to process %d",
+                (int)P->owner);
+  } else if (!lmp_pool_pump(L, P, lua_gettop(L), lmp_done_job, J, deadline) &&
+             raise)
+    lmp_error(L, "lmp: timeout");
+  lua_pop(L, 1);
+}
+
+static Job *checkjob(lua_State *L) {
+  return (Job *)lmp_checkudata(L, 1, LMP_RESULT, "AsyncResult");
+}
+
+static int res_get(lua_State *L) {
+  Job *J = checkjob(L);
+  double dl = lmp_optdeadline(L, 2);
+  if (J->kind == K_IMAP || J->kind == K_IMAPU)
+    return lmp_error(L, "lmp: use the iterator");
+  lmp_job_wait(L, J, 1, dl, 1);
+  return lmp_job_result(L, J, 1);
+}
+
+static int res_wait(lua_State *L) {
+  Job *J = checkjob(L);
+  lmp_job_wait(L, J, 1, lmp_optdeadline(L, 2), 0);
+  lua_pushboolean(L, J->state != J_RUN);
+  return 1;
+}
+
+static int res_ready(lua_State *L) {
+  Job *J = checkjob(L);
+  lmp_job_wait(L, J, 1, lmp_now(), 0);
+  lua_pushboolean(L, J->state != J_RUN);
+  return 1;
+}
+
+static int res_successful(lua_State *L) {
+  Job *J = checkjob(L);
+  lmp_job_wait(L, J, 1, lmp_now(), 0);
+  if (J->state == J_RUN) return lmp_error(L, "lmp: result is not ready");
+  lua_pushboolean(L, J->state == J_OK);
+  return 1;
+}
+
+static int res_tostring(lua_State *L) {
+  Job *J = checkjob(L);
+  lua_pushfstring(L, "lmp.AsyncResult{%s}", J->state == J_RUN ? "pending"
+                  : (J->state == J_OK ? "successful" : "failed"));
+  return 1;
+}
+
+/* `for ... in pool:imap(...)` closes the job when the loop is left: an
+   abandoned imap stops taking input */
+static int res_close(lua_State *L) {
+  Job *J = checkjob(L);
+  if ((J->kind == K_IMAP || J->kind == K_IMAPU) && J->state == J_RUN) {
+    J->stopped = 1;
+    J->inputdone = 1;
+    J->closed = 1;
+    lmp_uvfield(L, 1, JV_POOL);
+    if (((Pool *)lua_touserdata(L, -1))->owner == getpid())
+      lmp_job_forget(L, lua_gettop(L), J);
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* imap iterators                                                         */
+/* ---------------------------------------------------------------------- */
+/* is there something for the iterator to hand out? */
+static int imap_has(lua_State *L, Job *J, int jidx) {
+  int has;
+  if (J->kind == K_IMAPU) return J->evtail > J->yielded || J->state != J_RUN;
+  if (J->errindex && J->yielded + 1 >= J->errindex) return 1;
+  lmp_uvfield(L, jidx, JV_RES);
+  has = lmp_rawgeti(L, -1, J->yielded + 1) != LUA_TNIL;
+  lua_pop(L, 2);
+  return has || J->state != J_RUN;
+}
+
+static int done_imap(lua_State *L, Pool *P, int pidx, void *ud) {
+  (void)P;
+  (void)pidx;
+  return imap_has(L, (Job *)ud, 1);
+}
+
+/* the job's error, handed out once and raised again after (forgotten) */
+static int imap_raise(lua_State *L, Job *J) {
+  J->stopped = 1;
+  J->raised = 1;
+  lmp_job_forget(L, 2, J);
+  lmp_uvfield(L, 1, JV_ERR);
+  return lua_error(L);
+}
+
+/* the next index to hand out, 0 at the end; raises the job's error */
+static lua_Integer imap_index(lua_State *L, Job *J) {
+  lua_Integer index;
+  if (J->kind == K_IMAPU) {
+    if (J->evtail <= J->yielded) return 0;
+    lmp_uvfield(L, 1, JV_EVENTS);
+    lmp_rawgeti(L, -1, ++J->yielded);
+    index = lua_tointeger(L, -1);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, J->yielded);    /* consumed: memory stays bounded */
+    lua_pop(L, 2);
+    if (index < 0) imap_raise(L, J);   /* the error event */
+    return index;
+  }
+  index = ++J->yielded;
+  if (J->errindex && index >= J->errindex) {
+    J->yielded--;
+    imap_raise(L, J);
+  }
+  return index;
+}
+
+/* [job, pool]: hands out the next result, or ends */
+static int imap_next(lua_State *L) {
+  Job *J = (Job *)lua_touserdata(L, lua_upvalueindex(1));
+  Pool *P;
+  lua_Integer index;
+  lua_settop(L, 0);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  if (J->raised) {                     /* the pool forgot it: never pump */
+    lmp_uvfield(L, 1, JV_ERR);
+    return lua_error(L);
+  }
+  if (J->closed) {                     /* its results are no longer kept */
+    lua_pushnil(L);
+    return 1;
+  }
+  lmp_uvfield(L, 1, JV_POOL);          /* [job, pool] */
+  P = (Pool *)lua_touserdata(L, 2);
+  if (!imap_has(L, J, 1)) {
+    if (P->owner != getpid())
+      lmp_error(L, "lmp: this iterator belongs to process %d", (int)P->owner);
+    lmp_pool_pump(L, P, 2, done_imap, J, -1);
+  }
+  if ((index = imap_index(L, J)) != 0) {
+    lmp_uvfield(L, 1, JV_RES);
+    if (lmp_rawgeti(L, -1, index) != LUA_TNIL) {
+      /* handed out once: the table must not keep every result */
+      lua_pushnil(L);
+      lua_rawseti(L, -3, index);
+      if (lmp_isnilmark(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+      }
+      lua_pushinteger(L, index);
+      return 2;
+    }
+    if (J->kind != K_IMAPU) J->yielded--;
+  }
+  if (J->state != J_RUN) lmp_job_forget(L, 2, J);
+  if (J->state == J_FAIL && J->kind == K_IMAPU) {
+    lmp_uvfield(L, 1, JV_ERR);
+    return lua_error(L);
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
+int lmp_imap_iterator(lua_State *L) {
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, imap_next, 1);
+  lua_insert(L, -2);
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 4;                            /* iterator, nil, nil, closing value */
+}
+
+void lmp_result_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"get", res_get},
+    {"wait", res_wait},
+    {"ready", res_ready},
+    {"successful", res_successful},
+    {NULL, NULL}
+  };
+  if (luaL_newmetatable(L, LMP_RESULT)) {
+    lua_pushcfunction(L, res_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, res_close);
+    lua_setfield(L, -2, "__close");
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}

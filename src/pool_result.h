@@ -1,0 +1,20 @@
+/*
+** pool_result.h -- AsyncResult (get, wait, ready, successful) and the iterators
+** imap and imap_unordered return.  Builds on pool_sched.h.
+*/
+#ifndef LMP_POOL_RESULT_H
+#define LMP_POOL_RESULT_H
+
+#include "pool_sched.h"
+
+/* moves the job's pool along until the job is done or the deadline
+   passes; `raise`: "lmp: timeout" then */
+LMP_INTERNAL void lmp_job_wait(lua_State *L, Job *J, int jidx,
+                               double deadline, int raise);
+/* replaces the job on top by imap's four values: iterator, nil, nil, and
+   the job (to close when a generic for is left) */
+LMP_INTERNAL int lmp_imap_iterator(lua_State *L);
+/* makes the AsyncResult class */
+LMP_INTERNAL void lmp_result_open(lua_State *L);
+
+#endif
