@@ -610,6 +610,12 @@ describe("leak accounting", function()
   -- the loop of issue 10 that grew to 621 MB: outstanding async work in
   -- rounds, and a long imap; memory must stay flat, not grow per round
   it("keeps RSS flat over 10^5 outstanding apply_async (in rounds) and 10^5 imap items", function()
+    if (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
+      -- ASan keeps freed memory in quarantine (256 MB by default): RSS says
+      -- nothing there; the plain build runs this
+      pending("RSS is not measurable under AddressSanitizer")
+      return
+    end
     local out = run_lua([[
       local function rss()
         local f = io.open("/proc/self/statm") local s = f:read("a") f:close()
