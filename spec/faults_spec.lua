@@ -304,7 +304,7 @@ local function run_case(c, pool)
   elseif api == "imap" then
     local got = {}
     local ok, err = pcall(function()
-      for v in pool:imap(f, items, 1) do got[#got + 1] = v end
+      for _, v in pool:imap(f, items, 1) do got[#got + 1] = v end
     end)
     return ok, err, got, extra
   end
@@ -635,7 +635,7 @@ describe("leak accounting", function()
       local imap = {}
       for round = 1, 5 do
         local i, n = 0, 0
-        for v in pool:imap(function(x) return x * 2 end, function()
+        for _, v in pool:imap(function(x) return x * 2 end, function()
           i = i + 1
           if i <= 20000 then return i end
         end) do n = n + 1 end
@@ -660,7 +660,7 @@ describe("stress", function()
     local pool <close> = mp.Pool(2)
     local i = 0
     local sum, n, seen = 0, 0, {}
-    for v, idx in pool:imap_unordered(function(x) return x + 1 end, function()
+    for idx, v in pool:imap_unordered(function(x) return x + 1 end, function()
       i = i + 1
       if i <= 100000 then return i end
     end, 50) do
