@@ -47,7 +47,7 @@ static void draw_bar(Job *J, lua_Integer total, int final) {
 
 /* the job at jidx: its total (nil until known), and its report */
 static void report_job(lua_State *L, Job *J, int jidx, int final) {
-  lua_Integer total = J->iter && !J->inputdone ? -1 : J->ninput;
+  lua_Integer total = J->iter ? -1 : J->ninput;   /* an iterator's: unknown */
   if (J->kind == K_APPLY) total = 1;
   if (J->progress == 1) {
     if (isatty(STDERR_FILENO)) draw_bar(J, total, final);

@@ -358,6 +358,24 @@ static void fail_items(lua_State *L, int pidx, int job, lua_Integer index) {
   lua_pop(L, 1);
 }
 
+static double item_began(Worker *w);
+
+/* the trace's slice of the task worker i was running when it was lost */
+static void trace_dead(lua_State *L, Pool *P, int pidx, Worker *w,
+                       lua_Integer who, int t) {
+  lmp_replystats st;
+  double now = lmp_now();
+  if (lmp_job_push(L, pidx, P->tasks[t].job) != NULL) {
+    st.ended = lmp_realtime();
+    st.started = st.ended - (now - item_began(w));
+    st.cpu = -1;
+    st.maxrss = -1;
+    lmp_trace_task(L, P->trace, lua_gettop(L), who, &st, P->tasks[t].count,
+                   P->tasks[t].argslen, 0, 1);
+  }
+  lua_pop(L, 1);
+}
+
 /*
 ** Worker i is gone: the task it was running fails with what became of it,
 ** the others go to the other workers, and the slot is filled again.
@@ -365,9 +383,9 @@ static void fail_items(lua_State *L, int pidx, int job, lua_Integer index) {
 static void worker_lost(lua_State *L, Pool *P, int pidx, int i) {
   Worker *w = &P->w[i];
   int k;
+  lua_Integer who = P->T->ops->ident(P->T, i);
   P->T->ops->lost(L, P->T, i);         /* [what] */
-  if (P->trace != NULL)
-    lmp_trace_lost(P->trace, P->T->ops->ident(P->T, i), lua_tostring(L, -1));
+  if (P->trace != NULL) lmp_trace_lost(P->trace, who, lua_tostring(L, -1));
   if (!w->ready && !P->broken) {       /* its initializer killed it */
     lua_pushfstring(L, "lmp: %s while running the initializer",
                     lua_tostring(L, -1));
@@ -376,6 +394,7 @@ static void worker_lost(lua_State *L, Pool *P, int pidx, int i) {
   for (k = 0; k < w->nq; k++) {
     int t = w->q[k];
     if (k == 0) {
+      if (P->trace != NULL) trace_dead(L, P, pidx, w, who, t);
       /* the item it was running (a streamed task's earlier items are in) */
       if (w->timedout > 0)
         lua_pushfstring(L, "lmp: task timed out after %f s",

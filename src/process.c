@@ -288,7 +288,10 @@ static void finish_children(lua_State *L);
 /* ====================================================================== */
 /* Process(f, ...) or Process{target=, args=, name=, daemon=} */
 static void proc_options(lua_State *L, Proc *p, int n) {
+  static const char *const names[] = {"target", "args", "name", "daemon",
+                                      NULL};
   if (n > 1) lmp_error(L, "lmp: Process{...} takes one options table");
+  lmp_checkopts(L, 1, "Process", names);
   lmp_getfield(L, 1, "target");
   lua_setfield(L, -2, "target");
   if (lmp_getfield(L, 1, "args") != LUA_TNIL && !lua_istable(L, -1))
