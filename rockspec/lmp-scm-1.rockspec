@@ -14,13 +14,13 @@ description = {
 lmp runs Lua functions in forked worker processes: mp.Process, mp.Pool
 (apply, map, imap, starmap, async variants) and a serializer (mp.encode /
 mp.decode) for values, tables with cycles and closures with upvalues.
-POSIX only.]],
+Linux only.]],
    license = "MIT",
    labels = { "multiprocessing", "fork", "parallel", "serialization" },
 }
-supported_platforms = { "unix" }
+supported_platforms = { "linux" }
 dependencies = {
-   "lua >= 5.4",
+   "lua >= 5.4, < 5.5",
 }
 build = {
    type = "builtin",

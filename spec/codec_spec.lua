@@ -575,6 +575,24 @@ describe("mp.decode", function()
       assert.is_true(rawequal(back, again[1]))
     end)
 
+    it("keeps one table per name: registering again replaces the old pair", function()
+      local Old, New = { kind = "old" }, { kind = "new" }
+      assert.is_true(rawequal(Old, mp.register("spec.codec.Again", Old)))
+      mp.register("spec.codec.Again", New)
+      local back = roundtrip(setmetatable({}, New))
+      assert.is_true(rawequal(New, getmetatable(back)))
+      -- the old table is no longer registered: it travels by value
+      back = roundtrip(setmetatable({}, Old))
+      assert.is_false(rawequal(Old, getmetatable(back)))
+      assert.are.equal("old", getmetatable(back).kind)
+      -- and a table moved to another name travels under that name only
+      mp.register("spec.codec.Moved", New)
+      back = roundtrip(setmetatable({}, New))
+      assert.is_true(rawequal(New, getmetatable(back)))
+      assert_raises_with("metatable 'spec.codec.Again' is not registered",
+                         mp.decode, (mp.encode(setmetatable({}, New)):gsub("Moved", "Again")))
+    end)
+
     it("encodes a value with __serialize as what __serialize returns", function()
       local mt = { __serialize = function(self) return { x = self.x } end }
       local v = setmetatable({ x = 1, cache = coroutine.create(print) }, mt)

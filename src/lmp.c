@@ -9,7 +9,7 @@
 #include "process.h"
 #include "runtime.h"
 
-#define LMP_VERSION "0.1.0"
+#define LMP_VERSION "0.2.0"
 
 #if defined(__GNUC__)
 __attribute__((visibility("default")))

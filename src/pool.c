@@ -263,12 +263,14 @@ static int pool_join(lua_State *L) {
   return 0;
 }
 
-/* pool:trace(path): starts a trace of the tasks from now on */
+/* pool:trace(path): starts a trace of the tasks from now on (ending the
+   one before); pool:trace(false) or (nil) ends it */
 static int pool_trace(lua_State *L) {
   Pool *P = ownpool(L, 1);
-  if (lua_type(L, 2) != LUA_TSTRING) lmp_typeerror(L, 2, "trace", "a file name");
+  if (lua_toboolean(L, 2) && lua_type(L, 2) != LUA_TSTRING)
+    lmp_typeerror(L, 2, "trace", "a file name, or false to stop");
   pool_endtrace(P);
-  P->trace = lmp_trace_open(L, lua_tostring(L, 2));
+  if (lua_toboolean(L, 2)) P->trace = lmp_trace_open(L, lua_tostring(L, 2));
   return 0;
 }
 
