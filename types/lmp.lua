@@ -213,8 +213,8 @@ function Pool:join() end
 
 function Pool:terminate() end
 
----Starts writing a Chrome/Perfetto trace of the tasks.
----@param path string
+---Starts writing a Chrome/Perfetto trace of the tasks; false ends it.
+---@param path string|false
 function Pool:trace(path) end
 
 ---An fd readable when results are waiting (nil if the backend has none).
