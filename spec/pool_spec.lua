@@ -817,6 +817,18 @@ describe("Pool:imap_unordered", function()
     assert.are.equal(50, n)
   end)
 
+  it("gives the items after a long one to the free worker, as Python does", function()
+    -- a task handed to a worker stays there: queueing round-robin at the
+    -- start would leave items 3 and 5 waiting behind the long item 1
+    local pool <close> = mp.Pool(2)
+    local pids = {}
+    for i, pid in pool:imap_unordered(function(d) mp.sleep(d) return mp.getpid() end,
+                                      { 1.5, 0.02, 0.02, 0.02, 0.02 }) do
+      pids[i] = pid
+    end
+    for i = 2, 5 do assert.are_not.equal(pids[1], pids[i], "item " .. i .. " waited behind item 1") end
+  end)
+
   it("yields results as they complete", function()
     local pool <close> = mp.Pool(2)
     local order = {}

@@ -147,7 +147,7 @@ static Job *call_job(lua_State *L, int kind, int star, int async,
 static int pool_apply_async(lua_State *L) {
   static const callform c = { "apply_async", 0, 2, 0 };
   call_job(L, K_APPLY, 1, 1, &c);
-  lmp_pool_submitted(L, ownpool(L, 1), 1);
+  lmp_pool_submitted(L, ownpool(L, 1), 1, 1);
   return 1;
 }
 
@@ -165,7 +165,7 @@ static int pool_submit(lua_State *L) {
   lua_replace(L, 3);
   lua_settop(L, 3);
   call_job(L, K_APPLY, 1, 1, &c);
-  lmp_pool_submitted(L, ownpool(L, 1), 1);
+  lmp_pool_submitted(L, ownpool(L, 1), 1, 1);
   return 1;
 }
 
@@ -185,7 +185,7 @@ static int map_common(lua_State *L, int star, int async) {
   Job *J = call_job(L, K_MAP, star, async, &forms[star * 2 + async]);
   int jidx = lua_gettop(L);
   if (async) {
-    lmp_pool_submitted(L, ownpool(L, 1), 1);
+    lmp_pool_submitted(L, ownpool(L, 1), 1, 1);
     return 1;
   }
   lmp_job_wait(L, J, jidx, -1, 1);
@@ -202,7 +202,7 @@ static int imap_common(lua_State *L, int kind) {
     { "imap", 1, 0, 1 }, { "imap_unordered", 1, 0, 1 }
   };
   call_job(L, kind, 0, 0, &forms[kind == K_IMAPU]);
-  lmp_pool_submitted(L, ownpool(L, 1), 1);
+  lmp_pool_submitted(L, ownpool(L, 1), 1, 0);
   return lmp_imap_iterator(L);
 }
 

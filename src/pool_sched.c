@@ -595,17 +595,22 @@ int lmp_pool_pump(lua_State *L, Pool *P, int pidx, lmp_donefn done, void *ud,
 }
 
 /*
-** A submit (apply_async, map_async, starmap_async, imap) hands each worker
-** up to MAXDEPTH tasks at once (as many as its channel takes), so they
-** work on while the parent does something else.  It neither waits nor
+** A submit hands out work at once.  An async call (apply_async, submit,
+** map_async, starmap_async) gives each worker up to MAXDEPTH tasks (as
+** many as its channel takes), so they work on while the parent does
+** something else.  An imap, whose consumer pumps the pool as it iterates,
+** gives each worker the pool's current depth only (one task while task
+** times are long or unknown): a task handed out stays on its worker, so
+** queueing uneven tasks round-robin would keep a free worker idle while
+** another has a queue.  It neither waits nor
 ** reads replies (so it runs no callback, whose error would be raised by
 ** the call that made a new job and lose its AsyncResult; and a worker
 ** that exits stays for mp.wait to see).  Polls (ready, successful,
 ** wait(0)) pump with a deadline of now instead: they take in what came
 ** back and run callbacks, without waiting.
 */
-void lmp_pool_submitted(lua_State *L, Pool *P, int pidx) {
-  dispatch(L, P, pidx, MAXDEPTH);
+void lmp_pool_submitted(lua_State *L, Pool *P, int pidx, int async) {
+  dispatch(L, P, pidx, async ? MAXDEPTH : P->depth);
   P->T->ops->flush(P->T);
 }
 
