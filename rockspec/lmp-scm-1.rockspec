@@ -24,6 +24,9 @@ dependencies = {
 }
 build = {
    type = "builtin",
+   -- installed beside the rock: the user docs and the LuaLS definitions
+   -- (add .../rocks-5.4/lmp/<version>/types to workspace.library)
+   copy_directories = { "doc", "types" },
    modules = {
       lmp = {
          sources = {

@@ -1,7 +1,7 @@
 /*
 ** lmp.c -- the module: luaopen_lmp opens each part into one table.  The
 ** only symbol lmp.so exports.  Builds on runtime.h, procfns.h, process.h,
-** codec.h and pool.h.  doc/design.md draws the layers.
+** codec.h and pool.h.  src/DESIGN.md draws the layers.
 */
 #include "codec.h"
 #include "pool.h"

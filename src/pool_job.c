@@ -2,7 +2,7 @@
 ** pool_job.c -- jobs and tasks.  A job's function is encoded once per call; a
 ** stateless one (lmp_fn_stateless) gets the id under which an earlier
 ** call sent the same bytes, so workers that kept it are not sent it again.
-** Job ids also name functions in the workers' caches; see doc/design.md
+** Job ids also name functions in the workers' caches; see src/DESIGN.md
 ** ("Pool: function ids") for how they start over.
 */
 #include "pool_job.h"
