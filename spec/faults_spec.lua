@@ -12,11 +12,12 @@
 -- busted runs a spec with _ENV set to a proxy table that the codec rightly
 -- refuses to ship as a task's _ENV upvalue, hence `local _ENV = _G` below.
 --
--- spec/faults_async_spec.lua runs this file with the argument "apply_async":
--- then only the matrix's apply_async rows run (two of its three 256 MiB
--- cases), and this file, run as itself, leaves them out. The two halves take
--- similar times, so lmp-busted can run them side by side.
-local ONLY_API = type((...)) == "string" and (...) or nil
+-- spec/faults_huge_spec.lua runs this file with the argument "huge": then only
+-- the three groups of the matrix that hold a 256 MiB case run (over half of
+-- this file's time), and this file, run as itself, leaves them out. So
+-- lmp-busted can run the two side by side, and the 256 MiB cases never run
+-- at the same time as each other.
+local ONLY_HUGE = (...) == "huge"
 
 package.cpath = "./?.so;" .. package.cpath
 local describe, it, setup, teardown, assert = describe, it, setup, teardown, assert
@@ -467,16 +468,19 @@ local function run_group(group)
 end
 
 ---------------------------------------------------------------------------
--- which rows of the matrix run in this file (see ONLY_API at the top)
-local function runs_here(api)
-  if ONLY_API then return api == ONLY_API end
-  return api ~= "apply_async"
+-- the groups of the matrix that run in this file (see ONLY_HUGE at the top)
+local HUGE_GROUPS = {}
+for _, c in ipairs(CASES) do
+  if c.kind == "huge" and not c.skip then HUGE_GROUPS[c.group] = true end
+end
+local function runs_here(group)
+  return (HUGE_GROUPS[group] or false) == ONLY_HUGE
 end
 
 describe("the fault matrix", function()
   local groups, seen = {}, {}
   for _, c in ipairs(CASES) do
-    if not seen[c.group] and runs_here(c.api) then seen[c.group] = true; groups[#groups + 1] = c.group end
+    if not seen[c.group] and runs_here(c.group) then seen[c.group] = true; groups[#groups + 1] = c.group end
   end
   for _, group in ipairs(groups) do
     describe(group, function()
@@ -506,7 +510,7 @@ describe("the fault matrix", function()
     end)
   end
 
-  if ONLY_API then return end
+  if ONLY_HUGE then return end
   it("lists a reason for every combination it does not run", function()
     local n, skipped = 0, 0
     for _, c in ipairs(CASES) do
@@ -521,7 +525,7 @@ describe("the fault matrix", function()
   end)
 end)
 
-if ONLY_API then return end
+if ONLY_HUGE then return end
 
 ---------------------------------------------------------------------------
 describe("pool arguments the matrix found fragile", function()
