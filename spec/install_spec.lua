@@ -39,7 +39,7 @@ describe("rockspec/lmp-scm-1.rockspec", function()
     finally(function() sh("rm -rf " .. q(tmp)) end)
 
     assert.is_true(sh("cp -RL " .. q(root .. "/src") .. " " .. q(root .. "/rockspec")
-      .. " " .. q(tmp .. "/build/")))
+      .. " " .. q(root .. "/bin") .. " " .. q(tmp .. "/build/")))
 
     -- LD_PRELOAD (set by `make test-asan`) is dropped for the build tools only.
     local tree, log = tmp .. "/tree", tmp .. "/luarocks.log"
@@ -64,5 +64,11 @@ describe("rockspec/lmp-scm-1.rockspec", function()
     assert.are.equal(tree .. "/lib/lua/5.4/lmp.so", lines[1])
     assert.are.equal("function", lines[2])
     assert.are.equal("3", lines[3])
+
+    -- lmp-busted is installed as a command of the tree
+    local help = tmp .. "/help"
+    assert(sh("env -u LD_PRELOAD " .. q(tree .. "/bin/lmp-busted") .. " --help >" .. q(help) .. " 2>&1"),
+      "lmp-busted --help failed:\n" .. slurp(help))
+    assert.truthy(slurp(help):find("Usage: lmp-busted", 1, true), slurp(help))
   end)
 end)
