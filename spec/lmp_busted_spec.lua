@@ -32,6 +32,8 @@ local function lmp_busted(args, env, seconds)
   local times = false
   for _, v in ipairs(a) do if v:match("^%-%-times") then times = true end end
   if not times then table.insert(a, 1, "--no-times") end
+  env = env or {}
+  env.LMP_BUSTED_TIMELINE = env.LMP_BUSTED_TIMELINE or ""   -- an outer run's setting
   return support.run_script(LMP_BUSTED, a, { dir = ROOT, env = env, seconds = seconds })
 end
 
