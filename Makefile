@@ -2,6 +2,8 @@
 #
 #   make              build ./lmp.so (so `lua5.4 -e 'require "lmp"'` works here)
 #   make test         install missing Debian packages, build, run the busted suite
+#                     in parallel (bin/lmp-busted; LMP_BUSTED_ARGS="-j 4" etc.)
+#   make test-serial  the same suite under plain busted, one file after another
 #   make demo         install what the demo needs, build, run examples/pool.lua
 #   make asan         build lmp-asan/lmp.so with AddressSanitizer + UBSan (clang)
 #   make test-asan    run the busted suite against lmp-asan/lmp.so
@@ -24,6 +26,8 @@ PREFIX     ?= /usr/local
 LUA_CMODDIR ?= $(PREFIX)/lib/lua/5.4
 BUSTED     ?= busted
 BUSTED_ARGS ?=
+LMP_BUSTED ?= $(LUA) bin/lmp-busted
+LMP_BUSTED_ARGS ?=
 BENCH_ARGS ?=
 CLANG      ?= clang
 VALGRIND   ?= valgrind
@@ -65,7 +69,7 @@ VALGRIND_SPECS = $(wildcard spec/codec_spec.lua spec/process_spec.lua spec/pool_
 VALGRIND_FLAGS ?= --leak-check=full --errors-for-leak-kinds=definite --keep-debuginfo=yes \
                   --error-exitcode=99 --trace-children=no
 
-.PHONY: all deps test demo asan test-asan fuzz fuzz-short fuzz-long corpus \
+.PHONY: all deps test test-serial demo asan test-asan fuzz fuzz-short fuzz-long corpus \
         valgrind bench install uninstall clean
 
 all: lmp.so
@@ -78,6 +82,11 @@ deps:
 
 # Each target checks its packages before it builds (a fresh machine has no gcc).
 test:
+	@sh scripts/deps.sh test
+	@$(MAKE) --no-print-directory lmp.so
+	$(LMP_BUSTED) $(LMP_BUSTED_ARGS) $(BUSTED_ARGS)
+
+test-serial:
 	@sh scripts/deps.sh test
 	@$(MAKE) --no-print-directory lmp.so
 	$(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)

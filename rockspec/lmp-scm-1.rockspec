@@ -57,6 +57,10 @@ build = {
          incdirs = { "src" },
       },
    },
+   -- lmp-busted (needs busted 2.x at run time; see doc/guide.md)
+   install = {
+      bin = { ["lmp-busted"] = "bin/lmp-busted" },
+   },
    -- The builtin backend has no per-module compiler flags: it compiles with
    -- luarocks' CFLAGS (Debian: -O2 -fPIC) in the compiler's default dialect,
    -- which accepts the C99 sources; each source sets its own feature-test

@@ -122,6 +122,12 @@ for _, name in ipairs { "lmp-scm-1", "lmp-0.2.0-1" } do
       for f in lfs.dir(rock .. "/doc") do
         assert.is_nil(f:lower():find("design", 1, true), "doc/" .. f .. " is installed")
       end
+
+      -- lmp-busted is installed as a command of the tree
+      local help = tmp .. "/help"
+      assert(sh("env -u LD_PRELOAD " .. q(tree .. "/bin/lmp-busted") .. " --help >" .. q(help) .. " 2>&1"),
+        "lmp-busted --help failed:\n" .. support.slurp(help, ""))
+      assert.truthy(support.slurp(help, ""):find("Usage: lmp-busted", 1, true), support.slurp(help, ""))
     end)
   end)
 end
