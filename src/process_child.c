@@ -12,12 +12,15 @@
 /*
 ** SIGINT in a Process child: the target runs in a thread of its own, which
 ** lua.c's handler (it hooks the main thread) would never stop.  This one,
-** installed in the child unless SIGINT is ignored, hooks that thread and
-** the main one the same way: "interrupted!" at the next instruction (a wait
-** in another coroutine sees the main thread's hook change), and a second
-** SIGINT kills.  The statics are the child's own, set after its fork.
+** installed in the child unless SIGINT is ignored, hooks that thread, the
+** thread that started the process and the state's main thread the same
+** way: "interrupted!" at the next instruction, and a second SIGINT kills.
+** The main thread is the one lmp's waits watch from any coroutine (the
+** starting thread is not always it: a Process started from a coroutine,
+** say by a test runner, runs its child there too).  The statics are the
+** child's own, set after its fork.
 */
-static lua_State *child_thread, *child_main;
+static lua_State *child_thread, *child_caller, *child_main;
 
 static void child_stop(lua_State *L, lua_Debug *ar) {
   (void)ar;
@@ -30,6 +33,7 @@ static void child_onsigint(int sig) {
   signal(sig, SIG_DFL);
   if (child_thread != NULL) {
     lua_sethook(child_thread, child_stop, mask, 1);
+    lua_sethook(child_caller, child_stop, mask, 1);
     lua_sethook(child_main, child_stop, mask, 1);
   }
 }
@@ -37,8 +41,11 @@ static void child_onsigint(int sig) {
 static void child_catchint(lua_State *L, lua_State *T) {
   struct sigaction sa, old;
   if (sigaction(SIGINT, NULL, &old) != 0 || old.sa_handler == SIG_IGN) return;
+  lmp_pushmainthread(L);
+  child_main = lua_tothread(L, -1);    /* the registry keeps it */
+  lua_pop(L, 1);
   child_thread = T;
-  child_main = L;
+  child_caller = L;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = child_onsigint;
   sigemptyset(&sa.sa_mask);
