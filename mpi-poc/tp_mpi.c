@@ -54,7 +54,26 @@ enum { T_FRAME = 1, T_BIG = 2, T_PART = 3, T_HELLO = 4, T_OK = 5, T_REFUSE = 6,
 #define BIGRECV   (64 * 1024)   /* from here on rank 0 receives with Imrecv */
 #define LOWWATER  (1 << 20)     /* TP_WRITABLE when pending drops below */
 #define EAGER     4000          /* below vader's eager limit (4 KiB with headers) */
-#define BUSYSLEEP 20e-6         /* longest sleep while a rendezvous is in progress */
+/*
+** When a sender rings (TPM_RING):
+**  "time"   only when the clock says the peer may be asleep: rank 0 rings
+**           a worker from which nothing came for spin/2; a worker rings
+**           rank 0 after a task that took spin/2 or longer.  Misses a
+**           wake-up when a message sat unnoticed (a preempted or busy
+**           receiver) and the peer fell asleep meanwhile.
+**  "stale"  (default) "time", plus: rank 0 rings an idle worker (nothing
+**           outstanding) whose last reply rank 0 found stale (at the first
+**           probe of a wait or after a sleep, so it may have waited), and a
+**           worker rings rank 0 when it slept before the task came.  In a
+**           tight apply loop nothing is stale and nothing rings.
+**  "safe"   rings every idle worker, and rank 0 whenever a worker finds
+**           nothing more to do after a reply: no missed wake-ups, but one
+**           send() per apply round trip (12-26 us instead of 5-6 here).
+*/
+enum { RING_TIME, RING_STALE, RING_SAFE };
+static int ringmode = RING_STALE;
+static double busysleep = 0;     /* longest sleep while a rendezvous is in
+                                    progress (TPM_BUSY_US; 0 = keep spinning) */
 #define SIGMAX    256
 
 static double now(void) {
@@ -157,6 +176,9 @@ void tpm_defaults(tpm_opts *o) {
   if ((s = getenv("TPM_BACKSTOP_MS")) != NULL) o->backstop = atof(s) * 1e-3;
   if ((s = getenv("TPM_MAXMSG")) != NULL) o->maxmsg = (size_t)atoll(s);
   if ((s = getenv("TPM_LIFELINE")) != NULL) o->lifeline = atoi(s);
+  if ((s = getenv("TPM_BUSY_US")) != NULL) busysleep = atof(s) * 1e-6;
+  if ((s = getenv("TPM_RING")) != NULL)
+    ringmode = !strcmp(s, "time") ? RING_TIME : !strcmp(s, "safe") ? RING_SAFE : RING_STALE;
   if (o->maxmsg < 16) o->maxmsg = 16;
   if (o->maxmsg > INT32_MAX) o->maxmsg = INT32_MAX;
 }
@@ -296,6 +318,8 @@ typedef struct Wk {
   size_t pending;               /* bytes of incomplete Isends */
   int fd;
   double lastrecv;
+  long outstanding;             /* frames sent minus frames received */
+  int stale;                    /* its last frame was found late (see ringmode) */
   unsigned ev;
 } Wk;
 
@@ -318,6 +342,11 @@ struct tp {
   long nsleep, nring, nrung, nwake;
   int nbigout;                  /* incomplete sends above the eager size */
   int poke;                     /* a HELLO came: tpm_wait returns early */
+  int empties;                  /* empty probe passes since the wait began or
+                                   the last sleep: a frame found with fewer than
+                                   2 before it may have waited (ob1's Improbe
+                                   progresses only after a miss, so a message
+                                   that arrives is matched on the 2nd call) */
 };
 
 static int myrank = -1, nranks = 0;
@@ -536,6 +565,7 @@ static int take_messages(tp *T) {
     }
     W = &T->w[w];
     W->lastrecv = now();
+    W->stale = T->empties < 2;
     if (st.MPI_TAG == T_HELLO) {
       char *x = (char *)xmalloc((size_t)cnt + 1);
       MPI_Mrecv(x, cnt, MPI_BYTE, &m, MPI_STATUS_IGNORE);
@@ -547,6 +577,7 @@ static int take_messages(tp *T) {
       In *f;
       MPI_Mrecv(&len, 8, MPI_BYTE, &m, MPI_STATUS_IGNORE);
       f = in_push(W);
+      W->outstanding--;
       f->p = (char *)tp_alloc((size_t)len);
       f->n = (size_t)len;
       f->left = (int)((len + T->o.maxmsg - 1) / T->o.maxmsg);
@@ -564,6 +595,7 @@ static int take_messages(tp *T) {
         W->bigleft--;
       } else {
         f = in_push(W);
+        W->outstanding--;
         seq = W->inbase + W->incount - 1;
         f->p = (char *)tp_alloc((size_t)cnt);
         f->n = (size_t)cnt;
@@ -682,9 +714,14 @@ static int tpm_send(tp *T, int w, void *frame, size_t len, int flags) {
     memcpy(buf, frame, len);
   }
   post_frame(T, w, buf, len);
+  W->outstanding++;
   t = now();
-  /* ring if the worker may have gone to sleep: nothing from it for spin/2 */
-  if (T->o.policy == TPM_BELL && W->fd >= 0 && t - W->lastrecv >= T->o.spin / 2) {
+  /* ring if the worker may have gone to sleep: nothing from it for spin/2,
+     or (safe) it had nothing to do */
+  if (T->o.policy == TPM_BELL && W->fd >= 0 &&
+      (t - W->lastrecv >= T->o.spin / 2 ||
+       (ringmode == RING_SAFE && W->outstanding == 1) ||
+       (ringmode == RING_STALE && W->outstanding == 1 && W->stale))) {
     ring(W->fd);
     T->nring++;
   }
@@ -697,10 +734,12 @@ static size_t tpm_pending(tp *T, int w) {
 
 static int tpm_wait(tp *T, double deadline, tp_event *ev, int max) {
   double t = now(), spin_end = t + T->o.spin, lastsock = t, back = 20e-6, bs = 1e-3;
+  long rung0 = 0;
   int k;
+  T->empties = 0;
   for (;;) {
     complete_sends(T);
-    take_messages(T);
+    if (take_messages(T) == 0) T->empties++;
     complete_recvs(T);
     if ((k = collect(T, ev, max)) > 0) return k;
     if (T->poke) {
@@ -720,7 +759,10 @@ static int tpm_wait(tp *T, double deadline, tp_event *ev, int max) {
        or over TCP a sleeping rank 0 stalls every large transfer (NOTES.md
        2f), so sleep briefly then.  It costs CPU while a large task waits
        for a busy worker. */
-    if (T->npend > 0 || T->nbigout > 0) bs = BUSYSLEEP;
+    if (T->npend > 0 || T->nbigout > 0) {
+      if (busysleep <= 0) continue;
+      bs = busysleep;
+    }
     if (T->o.policy == TPM_BELL) {
       struct timespec ts;
       double d = bs;
@@ -728,18 +770,24 @@ static int tpm_wait(tp *T, double deadline, tp_event *ev, int max) {
       ts.tv_sec = (time_t)d;
       ts.tv_nsec = (long)((d - (double)ts.tv_sec) * 1e9);
       T->nsleep++;
+      rung0 = T->nrung;
       check_sockets(T, 0, &ts);
+      T->empties = 0;
       lastsock = now();
       bs = bs * 2 > T->o.backstop ? T->o.backstop : bs * 2;
-      spin_end = lastsock + 20e-6;       /* a ring means the message is there */
+      if (T->nrung != rung0) {           /* rung: a message is (nearly) there */
+        spin_end = lastsock + T->o.spin;
+        bs = 1e-3;
+      }
     } else {
       struct timespec ts;
-      double d = T->npend > 0 || T->nbigout > 0 ? BUSYSLEEP : back;
+      double d = T->npend > 0 || T->nbigout > 0 ? busysleep : back;
       if (deadline >= 0 && deadline - t < d) d = deadline - t;
       ts.tv_sec = 0;
       ts.tv_nsec = (long)(d * 1e9);
       T->nsleep++;
       nanosleep(&ts, NULL);
+      T->empties = 0;
       back = back * 2 > 1e-3 ? 1e-3 : back * 2;
     }
     T->nwake++;
@@ -950,6 +998,8 @@ tp *tpm_open(const tpm_opts *o, const char **err) {
 /* worker ranks                                                           */
 /* ---------------------------------------------------------------------- */
 static double wlastrecv;
+static int wpendring;           /* ring rank 0 if nothing more comes at once */
+static int wslept;              /* the last task came after we slept */
 static long wsleep;
 
 /*
@@ -975,11 +1025,17 @@ static int w_gone(MPI_Message *m, MPI_Status *st) {
 static int w_wait(MPI_Message *m, MPI_Status *st) {
   double t = now(), spin_end = t + wopts.spin, lastsock = t, back = 20e-6, bs = 1e-3;
   int flag = 0;
+  wslept = 0;
   for (;;) {
     MPI_Improbe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, m, st);
     if (flag) {
       wlastrecv = now();
+      wpendring = 0;
       return 0;
+    }
+    if (wpendring) {                     /* idle after a reply: rank 0 may sleep */
+      ring(wfd);
+      wpendring = 0;
     }
     t = now();
     if (wfd >= 0 && t - lastsock > 1e-3) {
@@ -988,6 +1044,7 @@ static int w_wait(MPI_Message *m, MPI_Status *st) {
     }
     if (t < spin_end || wopts.policy == TPM_SPIN) continue;
     wsleep++;
+    wslept = 1;
     if (wopts.policy == TPM_BELL && wfd >= 0) {
       struct pollfd pf;
       struct timespec ts;
@@ -995,10 +1052,15 @@ static int w_wait(MPI_Message *m, MPI_Status *st) {
       pf.events = POLLIN;
       ts.tv_sec = 0;
       ts.tv_nsec = (long)(bs * 1e9);
-      if (ppoll(&pf, 1, &ts, NULL) > 0 && drain(wfd) < 0) return w_gone(m, st);
-      lastsock = now();
-      bs = bs * 2 > wopts.backstop ? wopts.backstop : bs * 2;
-      spin_end = lastsock + 20e-6;
+      if (ppoll(&pf, 1, &ts, NULL) > 0) {
+        if (drain(wfd) < 0) return w_gone(m, st);
+        lastsock = now();
+        spin_end = lastsock + wopts.spin;  /* rung: a message is (nearly) there */
+        bs = 1e-3;
+      } else {
+        lastsock = now();
+        bs = bs * 2 > wopts.backstop ? wopts.backstop : bs * 2;
+      }
     } else {
       struct timespec ts;
       ts.tv_sec = 0;
@@ -1014,13 +1076,27 @@ static int w_wait(MPI_Message *m, MPI_Status *st) {
 static void w_send(int tag, char *buf, size_t len) {
   MPI_Request rq;
   int flag = 0;
-  double t0 = now(), back = len > EAGER ? BUSYSLEEP : 20e-6;
+  double t0 = now(), back = len > EAGER ? busysleep : 20e-6;
+  int doring = 0;
   MPI_Isend(buf, (int)len, MPI_BYTE, 0, tag, MPI_COMM_WORLD, &rq);
-  if (wopts.policy == TPM_BELL && wfd >= 0 && t0 - wlastrecv >= wopts.spin / 2) ring(wfd);
+  if (wopts.policy == TPM_BELL && wfd >= 0) {
+    if (t0 - wlastrecv >= wopts.spin / 2 || (ringmode == RING_STALE && wslept)) doring = 1;
+    else if (ringmode == RING_SAFE && tag != T_BIG && tag != T_PART) wpendring = 1;
+  }
+  /* ring once the message can be probed: an eager one when its send
+     completes (else rank 0 may wake, find nothing and sleep again), a
+     rendezvous at once (rank 0 must match it for it to complete) */
+  if (doring && len > EAGER) {
+    ring(wfd);
+    doring = 0;
+  }
   for (;;) {
     MPI_Test(&rq, &flag, MPI_STATUS_IGNORE);
-    if (flag) return;
-    if (now() - t0 > wopts.spin) {
+    if (flag) {
+      if (doring) ring(wfd);
+      return;
+    }
+    if (now() - t0 > wopts.spin && !(len > EAGER && busysleep <= 0)) {
       struct timespec ts = { 0, (long)(back * 1e9) };
       nanosleep(&ts, NULL);
       if (len <= EAGER) back = back * 2 > 1e-3 ? 1e-3 : back * 2;

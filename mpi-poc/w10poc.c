@@ -4,7 +4,11 @@
 ** fault and build-check experiments of NOTES.md.
 **
 ** usage: mpirun -n 3 --oversubscribe ./w10poc [options]
-**   --what map|apply|both   (both)
+**   --what map|apply|both|serial   (both)
+**                           serial: rank 0 computes ~3 s (a 3*10^9-step
+**                           integer loop) while the workers wait for work;
+**                           RESULT W10serial_poc <seconds> (how much do
+**                           waiting workers slow a busy rank 0?)
 **   --n N                   map items (100000); apply round trips: N/10
 **   --depth D               tasks in flight per worker for map (64)
 **   --size BYTES            payload of every task and reply (8)
@@ -30,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +44,13 @@ static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double cpu(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
 static double wall_ms(void) {
@@ -260,13 +272,23 @@ int main(int argc, char **argv) {
     run_map(64 * nw, 8);
     psize = keep;
   }
+  if (!strcmp(what, "serial")) {
+    volatile unsigned long acc = 0;
+    unsigned long k;
+    double t0 = now();
+    for (k = 0; k < 3000000000UL; k++) acc = acc * 31 + k;
+    printf("RESULT W10serial_poc %.3f policy=%s spin_us=%.0f\n", now() - t0,
+           getenv("TPM_POLICY") ? getenv("TPM_POLICY") : "bell", o.spin * 1e6);
+    fflush(stdout);
+  }
   if (!strcmp(what, "map") || !strcmp(what, "both")) {
-    double r = run_map(n, depth);
+    double c0 = cpu(), r = run_map(n, depth);
+    c0 = cpu() - c0;
     tpm_stats(T, st);
     printf("RESULT W10map_poc %.0f n=%ld depth=%d size=%zu work_us=%.0f policy=%s spin_us=%.0f "
-           "failed=%ld sleeps=%ld rings=%ld rung=%ld\n",
+           "failed=%ld rootcpu_us=%.2f sleeps=%ld rings=%ld rung=%ld\n",
            r, n, depth, psize, work_s * 1e6, getenv("TPM_POLICY") ? getenv("TPM_POLICY") : "bell",
-           o.spin * 1e6, failed, st[0], st[1], st[2]);
+           o.spin * 1e6, failed, c0 / (double)n * 1e6, st[0], st[1], st[2]);
     fflush(stdout);
   }
   if (!strcmp(what, "apply") || !strcmp(what, "both")) {
