@@ -1,6 +1,7 @@
 #!/bin/sh
 # kill.sh MODE [fatal|return] [extra mpirun args...]
-# Starts `mpirun -n 3 kill MODE ...`, # SIGKILLs rank 2 KILL_AFTER (0.3) s after it started, and
+# Starts `mpirun -n 3 kill MODE ...`, SIGKILLs rank 2 KILL_AFTER (default 0.3)
+# seconds after it started, and
 # reports how long mpirun took to exit after the kill and its status.
 cd "$(dirname "$0")"
 MODE=$1; EH=${2:-fatal}; shift 2
