@@ -1,6 +1,8 @@
 # lmp -- Python's multiprocessing for Lua 5.4.
 #
 #   make              build ./lmp.so (so `lua5.4 -e 'require "lmp"'` works here)
+#   make mpi          build ./lmp/mpi.so, the lmp.mpi module (Pool backend "mpi";
+#                     needs Open MPI: sh scripts/deps.sh mpi)
 #   make test         install missing Debian packages, build, run the busted suite
 #                     in parallel (bin/lmp-busted; LMP_BUSTED_ARGS="-j 4" etc.)
 #   make test-serial  the same suite under plain busted, one file after another
@@ -13,7 +15,7 @@
 #   make corpus       regenerate the seed corpus fuzz/corpus/ from fuzz/make_corpus.lua
 #   make valgrind     run the core specs under valgrind
 #   make bench        run bench/run.lua $(BENCH_ARGS), e.g. BENCH_ARGS="W2 --runs 3"
-#   make install      copy lmp.so to $(DESTDIR)$(PREFIX)/lib/lua/5.4
+#   make install      copy lmp.so (and lmp/mpi.so if built) to $(DESTDIR)$(PREFIX)/lib/lua/5.4
 #   make clean
 #
 # Every variable below can be overridden on the command line,
@@ -42,8 +44,19 @@ WARNFLAGS  = -Wall -Wextra -Werror -pedantic -Wshadow -Wmissing-prototypes \
 CFLAGS     ?= -O2 -g -std=c99 -fPIC -fvisibility=hidden $(WARNFLAGS)
 LDFLAGS    ?=
 
-SRC = $(sort $(wildcard src/*.c))
+# Sources named *_mpi.c make the lmp.mpi module (lmp/mpi.so, linked with
+# libmpi); every other src/*.c makes lmp.so, which never links libmpi.  The
+# rockspecs follow the same rule (spec/install_spec.lua checks it).
+SRC = $(sort $(filter-out %_mpi.c,$(wildcard src/*.c)))
+MPI_SRC = $(sort $(wildcard src/*_mpi.c))
 HDR = $(wildcard src/*.h)
+
+# Open MPI's compile and link flags, from its wrapper (its include dirs as
+# -isystem: -pedantic is for our code, not mpi.h).
+MPICC      ?= mpicc
+MPI_CFLAGS ?= $(patsubst -I%,-isystem %,$(shell $(MPICC) --showme:compile 2>/dev/null))
+MPI_LIBS   ?= $(shell $(MPICC) --showme:link 2>/dev/null)
+HAVE_MPI    = $(shell command -v $(MPICC) >/dev/null 2>&1 && echo yes)
 
 # Sanitizer builds: same warnings as the release build but without -Werror
 # (clang warns about things gcc does not; these builds exist for runtime
@@ -69,13 +82,27 @@ VALGRIND_SPECS = $(wildcard spec/codec_spec.lua spec/process_spec.lua spec/pool_
 VALGRIND_FLAGS ?= --leak-check=full --errors-for-leak-kinds=definite --keep-debuginfo=yes \
                   --error-exitcode=99 --trace-children=no
 
-.PHONY: all deps test test-serial demo asan test-asan fuzz fuzz-short fuzz-long corpus \
-        valgrind bench install uninstall clean
+.PHONY: all mpi mpi-if-present deps test test-serial demo asan test-asan fuzz fuzz-short \
+        fuzz-long corpus valgrind bench install uninstall clean
 
 all: lmp.so
 
 lmp.so: $(SRC) $(HDR)
 	$(CC) $(CFLAGS) -I$(LUA_INCDIR) -Isrc -shared -o $@ $(SRC) $(LDFLAGS)
+
+mpi: lmp/mpi.so
+
+lmp/mpi.so: $(MPI_SRC) $(HDR)
+	@if [ -z "$(HAVE_MPI)" ]; then \
+	  echo "make mpi: $(MPICC) not found; install Open MPI: sh scripts/deps.sh mpi" >&2; exit 1; fi
+	@mkdir -p lmp
+	$(CC) $(CFLAGS) $(MPI_CFLAGS) -I$(LUA_INCDIR) -Isrc -shared -o $@ $(MPI_SRC) \
+	  $(MPI_LIBS) $(LDFLAGS)
+
+# the specs use lmp.mpi when it can be built here, and say why not if not
+mpi-if-present:
+	@if [ -n "$(HAVE_MPI)" ]; then $(MAKE) --no-print-directory lmp/mpi.so; \
+	 else echo "note: Open MPI not installed: backend \"mpi\" specs will be pending" >&2; fi
 
 deps:
 	@sh scripts/deps.sh test asan
@@ -83,12 +110,12 @@ deps:
 # Each target checks its packages before it builds (a fresh machine has no gcc).
 test:
 	@sh scripts/deps.sh test
-	@$(MAKE) --no-print-directory lmp.so
+	@$(MAKE) --no-print-directory lmp.so mpi-if-present
 	$(LMP_BUSTED) $(LMP_BUSTED_ARGS) $(BUSTED_ARGS)
 
 test-serial:
 	@sh scripts/deps.sh test
-	@$(MAKE) --no-print-directory lmp.so
+	@$(MAKE) --no-print-directory lmp.so mpi-if-present
 	$(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
 
 demo:
@@ -214,9 +241,11 @@ bench:
 install: lmp.so
 	mkdir -p $(DESTDIR)$(LUA_CMODDIR)
 	cp lmp.so $(DESTDIR)$(LUA_CMODDIR)/lmp.so
+	if [ -f lmp/mpi.so ]; then mkdir -p $(DESTDIR)$(LUA_CMODDIR)/lmp && \
+	  cp lmp/mpi.so $(DESTDIR)$(LUA_CMODDIR)/lmp/mpi.so; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(LUA_CMODDIR)/lmp.so
+	rm -f $(DESTDIR)$(LUA_CMODDIR)/lmp.so $(DESTDIR)$(LUA_CMODDIR)/lmp/mpi.so
 
 clean:
-	rm -rf lmp.so $(ASAN_DIR) $(FUZZ_DIR)
+	rm -rf lmp.so lmp $(ASAN_DIR) $(FUZZ_DIR)
