@@ -9,8 +9,8 @@
 ** A task cannot be killed from rank 0 (MPI_Abort would end the whole job),
 ** so a cancelled one (its timeout, or the pool's end) fails in Lua: while
 ** a task runs, a count hook looks for M_CANCEL every millisecond and then
-** raises an error, again at every check until the task ends, so a pcall
-** in the task cannot swallow it.  Code stuck in a C call is not stopped.
+** raises an error, and again at every instruction until the task ends, so
+** a pcall in the task cannot swallow it.  A C call is not interrupted.
 **
 ** Builds on tr_mpi.h (net_mpi.h).
 */
@@ -303,6 +303,9 @@ static void ch_hook(lua_State *L, lua_Debug *ar) {
       return;
     }
     look(c);
+    /* from now on, at every instruction: a pcall that catches the error
+       returns into code that raises it again */
+    if (c->cancelled) lua_sethook(L, ch_hook, LUA_MASKCOUNT, 1);
   }
   if (c->cancelled) luaL_error(L, "lmp: task cancelled by rank 0");
 }
