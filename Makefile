@@ -170,7 +170,7 @@ $(ASAN_DIR)/lmp.so: $(SRC) $(HDR)
 
 test-asan:
 	@sh scripts/deps.sh test asan
-	@$(MAKE) --no-print-directory $(ASAN_DIR)/lmp.so
+	@$(MAKE) --no-print-directory $(ASAN_DIR)/lmp.so mpi-if-present
 	@rt=$$($(CLANG) -print-file-name=libclang_rt.asan-x86_64.so); \
 	 if [ ! -f "$$rt" ]; then \
 	   echo "test-asan: clang's ASan runtime not found (install libclang-rt-14-dev)" >&2; exit 1; fi; \
