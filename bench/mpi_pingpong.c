@@ -8,7 +8,7 @@
 ** Any further rank (W10 runs `-n 3`) takes no part: it waits for the end
 ** in MPI_Ibarrier + MPI_Test with a 1 ms nanosleep, so it does not steal a
 ** core from the two that measure (a rank parked in a blocking MPI call
-** busy-polls in Open MPI).  See mpi-poc/NOTES.md.
+** busy-polls in Open MPI).  See research/mpi/NOTES.md.
 **
 ** build:  mpicc -O2 -Wall -o bench/mpi_pingpong bench/mpi_pingpong.c
 ** run:    mpirun -n 3 --oversubscribe bench/mpi_pingpong [iters [reps]]

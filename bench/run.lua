@@ -3,8 +3,10 @@ Run the lmp benchmarks (W1-W6, see /work/shared/BENCHMARKS.md) and print one
 markdown summary table at the end.
 
   lua5.4 bench/run.lua                  -- everything, 5 runs per side
-  lua5.4 bench/run.lua W2 W5            -- a subset (W1..W6, or W1default,
+  lua5.4 bench/run.lua W2 W5            -- a subset (W1..W6, W10, or W1default,
                                         -- W1chunk1, W4str, W4floats)
+  (W10, backend "mpi" under mpirun, is skipped with a message when Open MPI,
+  lmp/mpi.so or mpi4py is missing: make mpi; sh scripts/deps.sh mpi)
   lua5.4 bench/run.lua --runs 3 W1
 
 Build lmp.so first (`make` at the repository root). Environment: PYTHON
@@ -24,11 +26,12 @@ local DRIVERS = {
     W4str = { "W4str" }, W4floats = { "W4floats" } } },
   { script = "process.lua", names = { W5 = { "W5" } } },
   { script = "codec.lua", names = { W6 = { "W6encss", "W6decss", "W6enc", "W6dec" } } },
+  { script = "mpi_w10.lua", names = { W10 = { "W10map", "W10apply" } } },
 }
 
 local selected = {} -- row id -> true
 local args = {}     -- script -> names to pass
-local names = #opts.names > 0 and opts.names or { "W1", "W2", "W3", "W4", "W5", "W6" }
+local names = #opts.names > 0 and opts.names or { "W1", "W2", "W3", "W4", "W5", "W6", "W10" }
 for _, n in ipairs(names) do
   local found = false
   for _, d in ipairs(DRIVERS) do
@@ -41,7 +44,7 @@ for _, n in ipairs(names) do
     end
   end
   if not found then
-    io.stderr:write("run.lua: unknown workload " .. n .. " (W1..W6, W1default, W1chunk1, W4str, W4floats)\n")
+    io.stderr:write("run.lua: unknown workload " .. n .. " (W1..W6, W10, W1default, W1chunk1, W4str, W4floats)\n")
     os.exit(2)
   end
 end
@@ -157,7 +160,8 @@ if bytes.raw then
 end
 emit(string.format("Targets: %d PASS, %d MISS. W3 ratios are speedups (serial time / Pool(2) time, " ..
   "same process); W4 64 MiB raw = C pipe, 1 MiB writes; W2 raw = C pipe ping-pong; " ..
-  "W5 raw = C fork+_exit+waitpid; W6 reference = lua-cjson %s.", passes, misses,
+  "W5 raw = C fork+_exit+waitpid; W6 reference = lua-cjson %s; W10 python = mpi4py.futures, " ..
+  "raw = 8-byte MPI ping-pong on 2 ranks (bench/mpi_w10.lua).", passes, misses,
   "(no Python side)"))
 if #notes > 0 then
   emit("")
