@@ -1,9 +1,10 @@
 /*
 ** lmp.c -- the module: luaopen_lmp opens each part into one table.  The
 ** only symbol lmp.so exports.  Builds on runtime.h, procfns.h, process.h,
-** codec.h and pool.h.  doc/design.md draws the layers.
+** codec.h, pool.h and ipc.h.  doc/design.md draws the layers.
 */
 #include "codec.h"
+#include "ipc.h"
 #include "pool.h"
 #include "procfns.h"
 #include "process.h"
@@ -18,7 +19,8 @@ int luaopen_lmp(lua_State *L);
 
 int luaopen_lmp(lua_State *L) {
   static void (*const parts[])(lua_State *L) = {
-    lmp_procfns_open, lmp_process_open, lmp_codec_open, lmp_pool_open, NULL
+    lmp_procfns_open, lmp_process_open, lmp_codec_open, lmp_pool_open,
+    lmp_ipc_open, NULL
   };
   int i;
   lmp_runtime_open(L);
