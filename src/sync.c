@@ -125,9 +125,14 @@ int lmp_lock_reacquire(lmp_lock *k, uint32_t depth) {
   return r;
 }
 
+/* a robust mutex this process holds must not vanish from under it (glibc
+   keeps it in the process's list of held robust mutexes): unlock first */
 static int lock_gc(lua_State *L) {
   lmp_lock *k = (lmp_lock *)lua_touserdata(L, 1);
-  if (k->size > 0) lmp_shm_unmap(k->b, k->size);
+  if (k->size > 0 && k->b != NULL) {
+    if (lmp_mutex_mine(&k->b->m)) lmp_lock_releaseall(k);
+    lmp_shm_unmap(k->b, k->size);
+  }
   k->b = NULL;
   k->size = 0;
   return 0;

@@ -1,0 +1,188 @@
+/*
+** waitobj.c -- mp.wait(objects [, timeout]): the objects that are ready,
+** like Python's multiprocessing.connection.wait.  A Connection is ready
+** when recv would not block (data, or the peer closed); a Queue when it has
+** an item (its doorbell, queue.c); a Process when its child ended (its
+** pidfd, and is_alive(), which also drains the child's result pipe so a
+** big result cannot keep the child from ending); an AsyncResult when
+** ready() says so (asked every few ms: a pool has no fd per result); an
+** integer fd, or an object with a fileno() method, when the fd is readable.
+** mp.wait(pid [, nohang]) keeps its meaning (procfns.c): this file's
+** mp.wait calls that one for anything but a table.
+*/
+#include "waitobj.h"
+
+#include "conn.h"
+#include "queue.h"
+
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { O_FD, O_CONN, O_QUEUE, O_PROC, O_RESULT };
+
+typedef struct wobj {
+  int kind;
+  int fd;               /* polled fd, -1 for none */
+  int ownfd;            /* fd is ours to close (a pidfd) */
+  int ready;
+} wobj;
+
+/* calls method `name` of the object at idx; its first result as a boolean */
+static int callmethod(lua_State *L, int idx, const char *name) {
+  int r;
+  lua_getfield(L, idx, name);
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 1);
+  r = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return r;
+}
+
+static int kindof(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TNUMBER) return O_FD;
+  if (luaL_testudata(L, idx, LMP_CONN)) return O_CONN;
+  if (luaL_testudata(L, idx, LMP_QUEUE)) return O_QUEUE;
+  if (luaL_testudata(L, idx, LMP_PROCESS)) return O_PROC;
+  if (luaL_testudata(L, idx, LMP_RESULT)) return O_RESULT;
+  if (lmp_getmetafield(L, idx, "__index") != LUA_TNIL || lua_istable(L, idx)) {
+    int t;
+    if (lua_type(L, idx) != LUA_TTABLE) lua_pop(L, 1);
+    t = lmp_getfield(L, idx, "fileno");
+    lua_pop(L, 1);
+    if (t != LUA_TNIL) return -O_FD - 1;
+  }
+  return -1;
+}
+
+/*
+** First pass: what may raise (type checks, Lua methods) runs before any
+** queue is told we poll it or any pidfd is open.  Returns 1 if something
+** is ready already.
+*/
+static int scan(lua_State *L, wobj *w, int n) {
+  int i, any = 0;
+  for (i = 0; i < n; i++) {
+    int idx, k;
+    lmp_rawgeti(L, 1, i + 1);
+    idx = lua_gettop(L);
+    k = kindof(L, idx);
+    w[i].fd = -1;
+    w[i].ownfd = 0;
+    w[i].ready = 0;
+    if (k == -1)
+      lmp_error(L, "lmp: mp.wait: objects[%d] is a %s, not a Connection, "
+                   "Queue, Process, AsyncResult or fd", i + 1,
+                luaL_typename(L, idx));
+    if (k < -1) {                       /* an object with fileno() */
+      lua_getfield(L, idx, "fileno");
+      lua_pushvalue(L, idx);
+      lua_call(L, 1, 1);
+      lua_replace(L, idx);
+      k = O_FD;
+    }
+    w[i].kind = k;
+    if (k == O_FD) w[i].fd = (int)lmp_checkint(L, idx, "fd");
+    else if (k == O_CONN) w[i].fd = lmp_conn_fd(L, idx);
+    else if (k == O_PROC) w[i].ready = !callmethod(L, idx, "is_alive");
+    else if (k == O_RESULT) w[i].ready = callmethod(L, idx, "ready");
+    else if (k == O_QUEUE) {
+      int fd;
+      w[i].ready = lmp_queue_poll(L, idx, &fd);
+      lmp_queue_unpoll(L, idx);
+    }
+    any |= w[i].ready;
+    lua_pop(L, 1);
+  }
+  return any;
+}
+
+/* second pass: doorbells and pidfds (nothing here raises) */
+static void arm(lua_State *L, wobj *w, int n, struct pollfd *f) {
+  int i;
+  for (i = 0; i < n; i++) {
+    lmp_rawgeti(L, 1, i + 1);
+    if (w[i].kind == O_QUEUE) w[i].ready = lmp_queue_poll(L, -1, &w[i].fd);
+    else if (w[i].kind == O_PROC) {
+      lua_getfield(L, -1, "pid");
+      w[i].fd = lmp_pidfd((pid_t)lua_tointeger(L, -1));
+      w[i].ownfd = w[i].fd >= 0;
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    f[i].fd = w[i].fd;                 /* negative: poll skips it */
+    f[i].events = POLLIN;
+    f[i].revents = 0;
+  }
+}
+
+static void disarm(lua_State *L, wobj *w, int n, struct pollfd *f) {
+  int i;
+  for (i = 0; i < n; i++) {
+    if (f[i].revents != 0 && w[i].kind != O_QUEUE && w[i].kind != O_RESULT)
+      w[i].ready = 1;
+    if (w[i].kind == O_QUEUE) {
+      lmp_rawgeti(L, 1, i + 1);
+      lmp_queue_unpoll(L, -1);
+      lua_pop(L, 1);
+    }
+    if (w[i].ownfd) close(w[i].fd);
+    w[i].ownfd = 0;
+  }
+}
+
+static int waitobjs(lua_State *L) {
+  int n = (int)lmp_rawlen(L, 1), i, k = 0, r, any;
+  double deadline = lmp_optdeadline(L, 2), pause = 0.001;
+  wobj *w;
+  struct pollfd *f;
+  lmp_hook h;
+  lua_settop(L, 2);
+  w = (wobj *)lmp_newud(L, sizeof *w * (size_t)(n + 1), 0);
+  f = (struct pollfd *)lmp_newud(L, sizeof *f * (size_t)(n + 1), 0);
+  lmp_hook_save(L, &h);
+  for (;;) {
+    double until = deadline, now;
+    int slow = 0;
+    any = scan(L, w, n);
+    arm(L, w, n, f);
+    now = lmp_now();
+    for (i = 0; i < n; i++) {
+      any |= w[i].ready;
+      slow |= w[i].kind == O_PROC || w[i].kind == O_RESULT;
+    }
+    /* results and result pipes are looked at again every few ms */
+    if (slow && (until < 0 || until > now + pause)) until = now + pause;
+    if (any || (deadline >= 0 && deadline <= now)) until = now;
+    r = lmp_poll(&h, f, (unsigned)n, until);
+    disarm(L, w, n, f);
+    if (r == -2) return lmp_error(L, "lmp: interrupted");
+    if (r < 0) return lmp_syserror(L, "mp.wait: poll");
+    for (i = 0; i < n; i++) any |= w[i].ready;
+    if (any || (deadline >= 0 && lmp_now() >= deadline)) break;
+    if (pause < 0.02) pause *= 2;
+  }
+  lua_newtable(L);
+  for (i = 0; i < n; i++)
+    if (w[i].ready) {
+      lmp_rawgeti(L, 1, i + 1);
+      lua_rawseti(L, -2, ++k);
+    }
+  return 1;
+}
+
+static int mp_wait(lua_State *L) {
+  int n;
+  if (lua_istable(L, 1)) return waitobjs(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  n = lua_gettop(L) - 1;
+  lua_call(L, n, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+void lmp_waitobj_open(lua_State *L) {
+  lmp_getfield(L, -1, "wait");
+  lua_pushcclosure(L, mp_wait, 1);
+  lua_setfield(L, -2, "wait");
+}
