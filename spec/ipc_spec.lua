@@ -787,7 +787,7 @@ describe("mp.Barrier", function()
     p:join()
     local b3 = mp.Barrier(3)
     local q = spawn(function() b3:wait() end)
-    mp.sleep(0.1)
+    assert.is_true(support.wait_until(function() return b3.n_waiting == 1 end))
     q:kill()
     q:join()
     -- the other party notices the dead one instead of waiting for ever
@@ -966,9 +966,10 @@ describe("interrupts", function()
     { "JoinableQueue:join", "local q = mp.JoinableQueue() q:put(1) return q:join()" },
     { "Connection:recv", "local a, b = mp.Pipe() return a:recv()" },
     { "Connection:poll", "local a, b = mp.Pipe() return a:poll(math.huge)" },
-    { "Lock:acquire", [[local l = mp.Lock() l:acquire()
-        local p = mp.Process(function() return l:acquire() end):start()
-        return p:get()]] },
+    { "Lock:acquire", [[local l, e = mp.Lock(), mp.Event()
+        mp.Process{ target = function() l:acquire() e:set() mp.sleep(30) end, daemon = true }:start()
+        e:wait()
+        return l:acquire()]] },
     { "Lock:acquire (in this process)", "local l = mp.Lock() l:acquire() return l:acquire()" },
     { "Semaphore:acquire", "local s = mp.Semaphore(0) return s:acquire()" },
     { "Event:wait", "local e = mp.Event() return e:wait()" },
