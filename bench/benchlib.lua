@@ -58,6 +58,28 @@ B.rows = {
     target = "(for reference)", check = function() return nil end },
   { id = "W6dec", label = "W6 decode, single shot", unit = "ms", higher = false, raw = "lua-cjson",
     target = "(for reference)", check = function() return nil end },
+  -- issue 12 (bench/ipc.lua); for W7 the third column is Python's SimpleQueue
+  { id = "W7int", label = "W7 Queue 10^6 small ints, 1→1", unit = "items/s", higher = true,
+    raw = "py SimpleQueue", target = "≥ 10 × Python Queue (medians)",
+    check = function(s) return s.python and s.lmp.median >= 10 * s.python.median end },
+  { id = "W7str", label = "W7 Queue 10^4 strings of 10 KB", unit = "MB/s", higher = true,
+    raw = "py SimpleQueue", target = "≥ 2 × Python Queue (medians)",
+    check = function(s) return s.python and s.lmp.median >= 2 * s.python.median end },
+  { id = "W7mpmc", label = "W7 Queue 2×2, 10^6 ints", unit = "items/s", higher = true,
+    raw = "py SimpleQueue", target = "≥ 10 × Python Queue (medians)",
+    check = function(s) return s.python and s.lmp.median >= 10 * s.python.median end },
+  { id = "W8", label = "W8 Pipe round trip {i, \"x\"}", unit = "µs", higher = false,
+    raw = "C pipe ping-pong", target = "≤ 1.3 × raw ping-pong (medians)",
+    check = function(s) return s.raw and s.lmp.median <= 1.3 * s.raw.median end },
+  { id = "W9lock", label = "W9 Lock acquire+release, uncontended", unit = "ns", higher = false,
+    target = "≤ 0.5 × Python (medians)",
+    check = function(s) return s.python and s.lmp.median <= 0.5 * s.python.median end },
+  { id = "W9locked", label = "W9 2 processes × 10^6 locked increments", unit = "incr/s", higher = true,
+    target = "≥ 3 × Python (medians)",
+    check = function(s) return s.python and s.lmp.median >= 3 * s.python.median end },
+  { id = "W9atomic", label = "W9 the same with Value:add (Python: locked)", unit = "incr/s",
+    higher = true, target = "≥ 10 × Python locked (medians)",
+    check = function(s) return s.python and s.lmp.median >= 10 * s.python.median end },
 }
 B.row = {}
 for _, r in ipairs(B.rows) do B.row[r.id] = r end

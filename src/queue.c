@@ -24,10 +24,12 @@
 
 #define QHDR     4096                 /* header page */
 #define QCAP0    ((uint64_t)64 << 10) /* first ring size */
-#define QKEEP    ((uint64_t)1 << 20)  /* ring bytes kept when it empties */
 #define QWRAP    UINT64_MAX           /* length that says: go on at 0 */
 #define QSMALL   4096                 /* items copied onto the C stack */
 #define QSPIN    200                  /* looks before a getter sleeps */
+#define QSOFT    ((uint64_t)1 << 20)  /* past this, wait for a getter first */
+#define QROOMWAIT 0.001               /* ... for at most this long */
+#define QKEEP    QSOFT  /* ring bytes kept when it empties */
 
 enum { K_QUEUE, K_SIMPLE, K_JOINABLE };
 static const char *const kindname[] = {"Queue", "SimpleQueue", "JoinableQueue"};
@@ -50,6 +52,8 @@ typedef struct qblk {
   qstate st[2];
   int64_t maxsize;      /* 0: unbounded */
   uint64_t dirty;       /* ring bytes written since the last trim */
+  uint64_t gets;        /* items taken so far (getters' progress) */
+  uint64_t stalled;     /* `gets` when a putter last waited in vain */
 } qblk;
 
 typedef struct queue {
@@ -128,8 +132,9 @@ static int grow(queue *q, qstate *s, uint64_t need) {
   return 0;
 }
 
-/* where a record of r bytes goes (s changed to hold it), or -1 (errno) */
-static int64_t place(queue *q, qstate *s, uint64_t r) {
+/* where a record of r bytes goes (s changed to hold it), or -1 (errno);
+   -2 if the ring would grow past QSOFT and `grow` is 0 */
+static int64_t place(queue *q, qstate *s, uint64_t r, int maygrow) {
   if (s->nitems == 0) s->head = s->tail = 0;
   if (s->tail >= s->head) {
     if (s->cap - s->tail >= r) return (int64_t)s->tail;
@@ -139,6 +144,7 @@ static int64_t place(queue *q, qstate *s, uint64_t r) {
       return 0;
     }
   } else if (s->head - s->tail > r) return (int64_t)s->tail;
+  if (!maygrow && s->cap >= QSOFT) return -2;
   if (grow(q, s, r) != 0) return -1;
   return (int64_t)s->tail;
 }
@@ -212,14 +218,15 @@ static int fail(lua_State *L, queue *q, const char *what) {
 /* ---------------------------------------------------------------------- */
 /* put                                                                    */
 /* ---------------------------------------------------------------------- */
-/* mutex held: copies the item in and commits it */
-static int enqueue(queue *q, const char *p, uint64_t n) {
+/* mutex held: copies the item in and commits it; 0, -1 (errno), -2 (the
+   ring is big and full: see doput) */
+static int enqueue(queue *q, const char *p, uint64_t n, int maygrow) {
   qblk *b = q->b;
   qstate s = b->st[b->cur];
   uint64_t r = rec(n);
-  int64_t at = place(q, &s, r);
   int wasempty = s.nitems == 0;
-  if (at < 0) return -1;
+  int64_t at = place(q, &s, r, maygrow);
+  if (at < 0) return (int)at;
   lmp_put64(q->ring + at, n);
   memcpy(q->ring + at + 8, p, n);
   s.tail = (uint64_t)at + r;
@@ -233,6 +240,37 @@ static int enqueue(queue *q, const char *p, uint64_t n) {
     if (write(q->efd, &one, sizeof one) < 0) { /* full: rung already */ }
   }
   return 0;
+}
+
+/*
+** Mutex held: puts the item in.  A ring past QSOFT that is full waits up
+** to QROOMWAIT for a getter to make room before it grows: a fresh page of
+** shared memory costs 10-20 us on this kind of VM, more than moving a
+** 10 KB item, so a producer that outruns its consumer would otherwise pay
+** for its lead in page faults on both sides.  With no getter making
+** progress (none running), the wait happens once and the ring grows from
+** then on: an unbounded put never waits for a reader to come.
+*/
+static int make_room(lua_State *L, queue *q, const char *p, size_t n,
+                     const lmp_hook *h) {
+  qblk *b = q->b;
+  int maygrow = 0, r;
+  for (;;) {
+    uint64_t gets;
+    r = enqueue(q, p, n, maygrow);
+    if (r == 0) return LMP_W_OK;
+    if (r == -1) return fail(L, q, "queue: grow");
+    gets = b->gets;
+    if (gets == b->stalled) {
+      maygrow = 1;
+      continue;
+    }
+    r = qsleep(q, &b->notfull, &b->putters, h, lmp_now() + QROOMWAIT);
+    if (r == LMP_W_ERROR) return lmp_syserror(L, "queue: mmap");
+    if (r == LMP_W_INTR) return r;
+    b = q->b;
+    if (b->gets == gets) b->stalled = gets;
+  }
 }
 
 static int doput(lua_State *L, double deadline) {
@@ -258,7 +296,7 @@ static int doput(lua_State *L, double deadline) {
     if (r == LMP_W_ERROR) return lmp_syserror(L, "queue: mmap");
     if (r != LMP_W_OK) break;
   }
-  if (r == LMP_W_OK && enqueue(q, p, n) != 0) return fail(L, q, "queue: grow");
+  if (r == LMP_W_OK) r = make_room(L, q, p, n, &h);
   pthread_mutex_unlock(&q->b->m);
   lmp_enc_give(L, top, &qenc);
   lmp_wait_check(L, r, "queue put");
@@ -280,23 +318,34 @@ static int q_put_nowait(lua_State *L) { return doput(L, lmp_now()); }
 /* ---------------------------------------------------------------------- */
 /* get                                                                    */
 /* ---------------------------------------------------------------------- */
+static uint64_t used(const qstate *s) {
+  if (s->nitems == 0) return 0;
+  return s->tail >= s->head ? s->tail - s->head : (s->wrap - s->head) + s->tail;
+}
+
 /*
 ** Mutex held, an item there: copies it to `to` (room for `room` bytes) and
 ** commits its removal.  Returns its length; more than `room`: nothing was
-** taken (the caller makes room and tries again).
+** taken (the caller makes room and tries again).  Putters waiting for
+** bytes are woken when a quarter of the ring is free, not for every item:
+** one wake-up per item would make producer and consumer take turns.
 */
 static uint64_t dequeue(queue *q, char *to, uint64_t room) {
   qblk *b = q->b;
   qstate s = b->st[b->cur];
-  uint64_t at = first(q, &s), n = lmp_get64(q->ring + at);
+  uint64_t at = first(q, &s), n = lmp_get64(q->ring + at), before = used(&s);
+  uint64_t mark = s.cap - s.cap / 4;
   if (n > room) return n;
   memcpy(to, q->ring + at + 8, n);
   s.head = at + rec(n);
   s.nitems--;
+  b->gets++;
   if (s.nitems == 0) s.head = s.tail = 0;
   commit(b, &s);
   if (s.nitems == 0) trim(q);
-  wake(&b->notfull, &b->putters, 1);
+  if (s.nitems == 0 || (used(&s) <= mark && before > mark) ||
+      (b->maxsize > 0 && (int64_t)s.nitems + 1 == b->maxsize))
+    wake(&b->notfull, &b->putters, 1);
   return n;
 }
 
