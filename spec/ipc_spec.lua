@@ -672,23 +672,28 @@ describe("mp.Condition", function()
     c:release()
   end)
 
+  -- a child that counted itself in `waiting` under the lock is inside wait()
+  -- once the parent holds the lock and sees the count
+  local function waiter(c, waiting, woke, timeout)
+    return spawn(function()
+      c:acquire()
+      waiting:add(1)
+      if c:wait(timeout) then woke:add(1) end
+      c:release()
+    end)
+  end
+
+  local function all_waiting(c, waiting, n)
+    assert.is_true(support.wait_until(function() return waiting.value == n end, 30))
+    c:acquire()                        -- the last one released it in wait()
+  end
+
   it("notify(n) wakes n waiters, notify_all the rest", function()
     local c = mp.Condition()
-    local woke = mp.Value("i", 0)
+    local waiting, woke = mp.Value("i", 0), mp.Value("i", 0)
     local n = 3
-    for _ = 1, n do
-      spawn(function()
-        c:acquire()
-        if c:wait(10) then woke:add(1) end
-        c:release()
-      end)
-    end
-    assert.is_true(support.wait_until(function()
-      -- every child waits (its slot is taken): notify_all would reach them
-      return true
-    end))
-    mp.sleep(0.3)
-    c:acquire()
+    for _ = 1, n do waiter(c, waiting, woke, 30) end
+    all_waiting(c, waiting, n)
     c:notify(1)
     c:release()
     assert.is_true(support.wait_until(function() return woke.value == 1 end))
@@ -702,19 +707,15 @@ describe("mp.Condition", function()
 
   it("does not lose a notify to a waiter that was killed while waiting", function()
     local c = mp.Condition()
-    local woke = mp.Value("i", 0)
-    local victim = spawn(function() c:acquire() c:wait() end)
-    mp.sleep(0.2)
+    local waiting, woke = mp.Value("i", 0), mp.Value("i", 0)
+    local victim = waiter(c, waiting, woke)
+    all_waiting(c, waiting, 1)
+    c:release()
     victim:kill()
     victim:join()
-    spawn(function()
-      c:acquire()
-      if c:wait(10) then woke:add(1) end
-      c:release()
-    end)
-    mp.sleep(0.2)
-    c:acquire()
-    c:notify()
+    waiter(c, waiting, woke, 30)
+    all_waiting(c, waiting, 2)
+    c:notify()                         -- the dead waiter is older: skipped
     c:release()
     assert.is_true(support.wait_until(function() return woke.value == 1 end))
   end)

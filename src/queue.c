@@ -22,7 +22,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define QHDR     4096                 /* header page */
+#define QHDR     65536                /* header: a multiple of any page size */
 #define QCAP0    ((uint64_t)64 << 10) /* first ring size */
 #define QWRAP    UINT64_MAX           /* length that says: go on at 0 */
 #define QSMALL   4096                 /* items copied onto the C stack */

@@ -45,12 +45,14 @@ static int kindof(lua_State *L, int idx) {
   if (luaL_testudata(L, idx, LMP_QUEUE)) return O_QUEUE;
   if (luaL_testudata(L, idx, LMP_PROCESS)) return O_PROC;
   if (luaL_testudata(L, idx, LMP_RESULT)) return O_RESULT;
-  if (lmp_getmetafield(L, idx, "__index") != LUA_TNIL || lua_istable(L, idx)) {
-    int t;
-    if (lua_type(L, idx) != LUA_TTABLE) lua_pop(L, 1);
-    t = lmp_getfield(L, idx, "fileno");
-    lua_pop(L, 1);
-    if (t != LUA_TNIL) return -O_FD - 1;
+  {
+    int has = lmp_getmetafield(L, idx, "__index") != LUA_TNIL;
+    if (has) lua_pop(L, 1);
+    if (has || lua_istable(L, idx)) {
+      int t = lmp_getfield(L, idx, "fileno");
+      lua_pop(L, 1);
+      if (t != LUA_TNIL) return -O_FD - 1;
+    }
   }
   return -1;
 }
