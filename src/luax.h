@@ -26,6 +26,7 @@
 #define LMP_CONN      "lmp.Connection"
 #define LMP_VALUE     "lmp.Value"
 #define LMP_ARRAY     "lmp.Array"
+#define LMP_GUARD     "lmp.Guard"          /* what hold() returns */
 
 /*
 ** Every registry key lmp uses.  String keys are registry fields; the

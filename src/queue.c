@@ -242,6 +242,8 @@ static int enqueue(queue *q, const char *p, uint64_t n, int maygrow) {
   return 0;
 }
 
+#define QAGAIN (-1)                     /* make_room slept: look again */
+
 /*
 ** Mutex held: puts the item in.  A ring past QSOFT that is full waits up
 ** to QROOMWAIT for a getter to make room before it grows: a fresh page of
@@ -254,23 +256,16 @@ static int enqueue(queue *q, const char *p, uint64_t n, int maygrow) {
 static int make_room(lua_State *L, queue *q, const char *p, size_t n,
                      const lmp_hook *h) {
   qblk *b = q->b;
-  int maygrow = 0, r;
-  for (;;) {
-    uint64_t gets;
-    r = enqueue(q, p, n, maygrow);
-    if (r == 0) return LMP_W_OK;
-    if (r == -1) return fail(L, q, "queue: grow");
-    gets = b->gets;
-    if (gets == b->stalled) {
-      maygrow = 1;
-      continue;
-    }
-    r = qsleep(q, &b->notfull, &b->putters, h, lmp_now() + QROOMWAIT);
-    if (r == LMP_W_ERROR) return lmp_syserror(L, "queue: mmap");
-    if (r == LMP_W_INTR) return r;
-    b = q->b;
-    if (b->gets == gets) b->stalled = gets;
-  }
+  uint64_t gets = 0;
+  int r = enqueue(q, p, n, 0);
+  if (r == -2 && (gets = b->gets) == b->stalled) r = enqueue(q, p, n, 1);
+  if (r == 0) return LMP_W_OK;
+  if (r == -1) return fail(L, q, "queue: grow");
+  r = qsleep(q, &b->notfull, &b->putters, h, lmp_now() + QROOMWAIT);
+  if (r == LMP_W_ERROR) return lmp_syserror(L, "queue: mmap");
+  if (r == LMP_W_INTR) return r;
+  if (q->b->gets == gets) q->b->stalled = gets;
+  return QAGAIN;
 }
 
 static int doput(lua_State *L, double deadline) {
@@ -290,13 +285,16 @@ static int doput(lua_State *L, double deadline) {
   p = lmp_enc_flatten(E, &n);
   lmp_hook_save(L, &h);
   if (qlock(q) != 0) return lmp_syserror(L, "queue: mmap");
-  while (q->b->maxsize > 0 &&
-         (int64_t)q->b->st[q->b->cur].nitems >= q->b->maxsize) {
-    r = qsleep(q, &q->b->notfull, &q->b->putters, &h, deadline);
-    if (r == LMP_W_ERROR) return lmp_syserror(L, "queue: mmap");
-    if (r != LMP_W_OK) break;
+  for (;;) {
+    while (q->b->maxsize > 0 &&
+           (int64_t)q->b->st[q->b->cur].nitems >= q->b->maxsize) {
+      r = qsleep(q, &q->b->notfull, &q->b->putters, &h, deadline);
+      if (r == LMP_W_ERROR) return lmp_syserror(L, "queue: mmap");
+      if (r != LMP_W_OK) break;
+    }
+    if (r != LMP_W_OK || (r = make_room(L, q, p, n, &h)) != QAGAIN) break;
+    r = LMP_W_OK;                      /* it slept: full again? */
   }
-  if (r == LMP_W_OK) r = make_room(L, q, p, n, &h);
   pthread_mutex_unlock(&q->b->m);
   lmp_enc_give(L, top, &qenc);
   lmp_wait_check(L, r, "queue put");
@@ -546,6 +544,7 @@ static int mkqueue(lua_State *L, int kind) {
   }
   q->b->st[0].cap = q->b->st[1].cap = QCAP0;
   q->b->maxsize = (int64_t)maxsize;
+  q->b->stalled = UINT64_MAX;          /* no getter has been waited for yet */
   if (remap(q, QCAP0) != 0) return lmp_syserror(L, "queue: mmap");
   lmp_ident_register(L, -1);
   q->identmark = lmp_ident_mark(L);

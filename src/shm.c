@@ -162,8 +162,6 @@ int lmp_mutex_mine(pthread_mutex_t *m) {
 #endif
 }
 
-#define LMP_GUARD "lmp.Guard"
-
 typedef struct guard {
   lua_CFunction release;
 } guard;
