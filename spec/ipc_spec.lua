@@ -1120,6 +1120,31 @@ describe("cleanup", function()
     assert.are.equal(shm, shm_files())
   end)
 
+  it("releases a Lock, RLock or Value lock that is collected while held", function()
+    local out = run_lua([[
+      for round = 1, 50 do
+        local l, r, v = mp.Lock(), mp.RLock(), mp.Value("i", 0)
+        l:acquire() r:acquire() r:acquire() v:get_lock():acquire()
+        l, r, v = nil, nil, nil
+        collectgarbage() collectgarbage()
+        -- glibc's list of held robust mutexes must not point at unmapped memory
+        local k = mp.Lock() k:acquire() k:release()
+      end
+      print("done=yes")
+    ]], 60)
+    assert.are.equal("yes", fields(out).done, out)
+  end)
+
+  it("uses no fd for locks, events, conditions, barriers and values", function()
+    local fds = open_fds()
+    local keep = {}
+    for i = 1, 2000 do
+      keep[i] = { mp.Lock(), mp.RLock(), mp.Semaphore(1), mp.Event(), mp.Condition(),
+        mp.Barrier(2), mp.Value("i", i), mp.Array("d", 8) }
+    end
+    assert.are.equal(fds, open_fds())
+  end)
+
   it("gives back a big queue's memory once it empties", function()
     local out = run_lua([[
       -- shared memory this process maps (the queue's ring), in MiB
