@@ -289,6 +289,10 @@ static int mp_pipe(lua_State *L) {
   tv.tv_sec = 0;
   tv.tv_usec = (long)(LMP_SLICE * 1e6);
   for (i = 0; i < 2; i++) {
+    /* a packet must fit in the send buffer whole (best effort: the
+       default, 208 KiB on Linux, is enough) */
+    int sz = 4 * CHUNK;
+    setsockopt(fds[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
     setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fds[i], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   }
