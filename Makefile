@@ -2,7 +2,9 @@
 #
 #   make              build ./lmp.so (so `lua5.4 -e 'require "lmp"'` works here)
 #   make test         install missing Debian packages, build, run the busted suite
-#   make demo         run examples/pool.lua (or examples/codec.lua)
+#                     in parallel (bin/lmp-busted; LMP_BUSTED_ARGS="-j 4" etc.)
+#   make test-serial  the same suite under plain busted, one file after another
+#   make demo         install what the demo needs, build, run examples/pool.lua
 #   make asan         build lmp-asan/lmp.so with AddressSanitizer + UBSan (clang)
 #   make test-asan    run the busted suite against lmp-asan/lmp.so
 #   make fuzz         build the libFuzzer harness lmp-fuzz/decode_fuzz
@@ -24,6 +26,8 @@ PREFIX     ?= /usr/local
 LUA_CMODDIR ?= $(PREFIX)/lib/lua/5.4
 BUSTED     ?= busted
 BUSTED_ARGS ?=
+LMP_BUSTED ?= $(LUA) bin/lmp-busted
+LMP_BUSTED_ARGS ?=
 BENCH_ARGS ?=
 CLANG      ?= clang
 VALGRIND   ?= valgrind
@@ -65,7 +69,7 @@ VALGRIND_SPECS = $(wildcard spec/codec_spec.lua spec/process_spec.lua spec/pool_
 VALGRIND_FLAGS ?= --leak-check=full --errors-for-leak-kinds=definite --keep-debuginfo=yes \
                   --error-exitcode=99 --trace-children=no
 
-.PHONY: all deps test demo asan test-asan fuzz fuzz-short fuzz-long corpus \
+.PHONY: all deps test test-serial demo asan test-asan fuzz fuzz-short fuzz-long corpus \
         valgrind bench install uninstall clean
 
 all: lmp.so
@@ -74,14 +78,23 @@ lmp.so: $(SRC) $(HDR)
 	$(CC) $(CFLAGS) -I$(LUA_INCDIR) -Isrc -shared -o $@ $(SRC) $(LDFLAGS)
 
 deps:
-	@sh scripts/deps.sh
+	@sh scripts/deps.sh test asan
 
-test: deps lmp.so
+# Each target checks its packages before it builds (a fresh machine has no gcc).
+test:
+	@sh scripts/deps.sh test
+	@$(MAKE) --no-print-directory lmp.so
+	$(LMP_BUSTED) $(LMP_BUSTED_ARGS) $(BUSTED_ARGS)
+
+test-serial:
+	@sh scripts/deps.sh test
+	@$(MAKE) --no-print-directory lmp.so
 	$(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
 
-demo: deps lmp.so
-	@if [ -f examples/pool.lua ]; then set -x; $(LUA) examples/pool.lua; \
-	 else set -x; $(LUA) examples/codec.lua; fi
+demo:
+	@sh scripts/deps.sh demo
+	@$(MAKE) --no-print-directory lmp.so
+	$(LUA) examples/pool.lua
 
 # ---------------------------------------------------------------------------
 # AddressSanitizer + UndefinedBehaviorSanitizer.
@@ -128,7 +141,9 @@ $(ASAN_DIR)/lmp.so: $(SRC) $(HDR)
 	@mkdir -p $(ASAN_DIR)
 	$(CLANG) $(SAN_CFLAGS) -I$(LUA_INCDIR) -Isrc -shared -o $@ $(SRC) $(LDFLAGS)
 
-test-asan: deps $(ASAN_DIR)/lmp.so
+test-asan:
+	@sh scripts/deps.sh test asan
+	@$(MAKE) --no-print-directory $(ASAN_DIR)/lmp.so
 	@rt=$$($(CLANG) -print-file-name=libclang_rt.asan-x86_64.so); \
 	 if [ ! -f "$$rt" ]; then \
 	   echo "test-asan: clang's ASan runtime not found (install libclang-rt-14-dev)" >&2; exit 1; fi; \
@@ -184,13 +199,16 @@ corpus: lmp.so
 # Debian 12's valgrind 3.19 prints "unhandled syscall 434" (pidfd_open) and
 # fails it with ENOSYS: noise, as long as lmp falls back.
 # ---------------------------------------------------------------------------
-valgrind: lmp.so
-	@sh scripts/deps.sh valgrind
+valgrind:
+	@sh scripts/deps.sh test valgrind
+	@$(MAKE) --no-print-directory lmp.so
 	@if [ -z "$(VALGRIND_SPECS)" ]; then echo "valgrind: no core specs in spec/ yet" >&2; exit 1; fi
 	busted=$$(command -v $(BUSTED)) && \
 	$(VALGRIND) $(VALGRIND_FLAGS) $(LUA) $$busted --ignore-lua $(BUSTED_ARGS) $(VALGRIND_SPECS)
 
-bench: lmp.so
+bench:
+	@sh scripts/deps.sh bench
+	@$(MAKE) --no-print-directory lmp.so
 	$(LUA) bench/run.lua $(BENCH_ARGS)
 
 install: lmp.so

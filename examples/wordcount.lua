@@ -24,7 +24,7 @@ end
 local pool <close> = mp.Pool()            -- one worker per CPU
 local total, nwords = {}, 0
 -- imap_unordered: merge each file's counts as soon as a worker is done with it
-for counts in pool:imap_unordered(count_words, files) do
+for _, counts in pool:imap_unordered(count_words, files) do
   for word, n in pairs(counts) do
     total[word] = (total[word] or 0) + n
     nwords = nwords + n

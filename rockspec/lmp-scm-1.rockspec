@@ -14,16 +14,19 @@ description = {
 lmp runs Lua functions in forked worker processes: mp.Process, mp.Pool
 (apply, map, imap, starmap, async variants) and a serializer (mp.encode /
 mp.decode) for values, tables with cycles and closures with upvalues.
-POSIX only.]],
+Linux only.]],
    license = "MIT",
    labels = { "multiprocessing", "fork", "parallel", "serialization" },
 }
-supported_platforms = { "unix" }
+supported_platforms = { "linux" }
 dependencies = {
-   "lua >= 5.4",
+   "lua >= 5.4, < 5.5",
 }
 build = {
    type = "builtin",
+   -- installed beside the rock: the user docs and the LuaLS definitions
+   -- (add .../rocks-5.4/lmp/<version>/types to workspace.library)
+   copy_directories = { "doc", "types" },
    modules = {
       lmp = {
          sources = {
@@ -42,10 +45,12 @@ build = {
             "src/phash.c",
             "src/pool.c",
             "src/pool_job.c",
+            "src/pool_report.c",
             "src/pool_result.c",
             "src/pool_sched.c",
             "src/pool_worker.c",
             "src/process.c",
+            "src/process_child.c",
             "src/procfns.c",
             "src/queue.c",
             "src/runtime.c",
@@ -59,6 +64,10 @@ build = {
          },
          incdirs = { "src" },
       },
+   },
+   -- lmp-busted (needs busted 2.x at run time; see doc/guide.md)
+   install = {
+      bin = { ["lmp-busted"] = "bin/lmp-busted" },
    },
    -- The builtin backend has no per-module compiler flags: it compiles with
    -- luarocks' CFLAGS (Debian: -O2 -fPIC) in the compiler's default dialect,

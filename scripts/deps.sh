@@ -1,14 +1,31 @@
 #!/bin/sh
-# Check for the Debian packages lmp needs and install the missing ones.
+# Check for the Debian packages a task needs and install the missing ones.
 #
-#   sh scripts/deps.sh             packages for build, test, asan and fuzz
-#   sh scripts/deps.sh valgrind    ... plus extra packages named on the line
+#   sh scripts/deps.sh demo          build lmp.so and run the examples
+#   sh scripts/deps.sh test          ... plus the busted suite (and luarocks,
+#                                    tmux for the pty specs)
+#   sh scripts/deps.sh test asan     ... plus clang for the sanitizer and fuzz builds
+#   sh scripts/deps.sh bench         ... plus Python for the peer figures
+#   sh scripts/deps.sh valgrind      ... plus valgrind
+#   sh scripts/deps.sh mpi           ... plus Open MPI and mpi4py
 #
-# Installs with apt-get as root, or through sudo when that is available;
-# otherwise names the missing packages and fails.  LMP_SKIP_DEPS=1 skips
-# the check (e.g. on a machine where the tools come from elsewhere).
+# Profiles add up; any other word is taken as a package name.  Installs
+# with apt-get as root, or through sudo when that is available; otherwise
+# names the missing packages and fails.  LMP_SKIP_DEPS=1 skips the check
+# (e.g. on a machine where the tools come from elsewhere).
 
-PACKAGES="lua5.4 liblua5.4-dev lua-busted luarocks lua-cjson gcc make clang libclang-rt-14-dev python3 $*"
+PACKAGES="lua5.4 liblua5.4-dev gcc libc6-dev make"
+for profile in "$@"; do
+    case $profile in
+    demo) ;;
+    test) PACKAGES="$PACKAGES lua-busted lua-cjson lua-filesystem luarocks tmux" ;;
+    asan|fuzz) PACKAGES="$PACKAGES clang libclang-rt-14-dev" ;;
+    bench) PACKAGES="$PACKAGES lua-cjson python3" ;;
+    valgrind) PACKAGES="$PACKAGES valgrind" ;;
+    mpi) PACKAGES="$PACKAGES openmpi-bin libopenmpi-dev python3-mpi4py" ;;
+    *) PACKAGES="$PACKAGES $profile" ;;
+    esac
+done
 
 if [ -n "${LMP_SKIP_DEPS:-}" ]; then
     exit 0

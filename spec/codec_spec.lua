@@ -1,5 +1,5 @@
 -- mp.encode / mp.decode / mp.register: the value codec (API.md "Serialization",
--- doc/design.md "Wire format").
+-- src/DESIGN.md "Wire format").
 package.cpath = "./?.so;" .. package.cpath
 
 local mp = require "lmp"
@@ -7,7 +7,7 @@ local support = require "spec.support"
 
 -- Functions here are defined under busted's own environment, as a user's
 -- spec would define them: mp.encode sends that environment as the
--- receiver's copy of it (API.md "Pool", doc/design.md "Identity across fork").
+-- receiver's copy of it (API.md "Pool", src/DESIGN.md "Identity across fork").
 
 local F = { functions = true }
 
@@ -77,7 +77,7 @@ local function nest(depth)           -- {{{...}}} with `depth` tables
 end
 
 ---------------------------------------------------------------------------
--- The wire format, learnt from the encoder itself (doc/design.md describes
+-- The wire format, learnt from the encoder itself (src/DESIGN.md describes
 -- it; only the shapes are assumed, never the tag values).
 ---------------------------------------------------------------------------
 local function leb(n)                -- unsigned LEB128 varint, n as uint64
@@ -133,7 +133,7 @@ describe("mp.encode (wire format)", function()
     assert.is_true(#mp.encode({ long, long }) >= 2 * 9, "longer values are sent each time")
   end)
 
-  it("uses the varints and table layout doc/design.md describes (the hostile tests rely on it)", function()
+  it("uses the varints and table layout src/DESIGN.md describes (the hostile tests rely on it)", function()
     local long = string.rep("x", 300)
     assert.are.equal(wire.STR .. leb(300) .. long, wire.body(long))
     assert.are.equal(wire.TAB .. "\1\0" .. wire.TAB .. "\0\0", wire.body({ {} }))
@@ -573,6 +573,24 @@ describe("mp.decode", function()
       assert.is_true(rawequal(Rect, getmetatable(back)))
       assert.are.equal(6, back:area())
       assert.is_true(rawequal(back, again[1]))
+    end)
+
+    it("keeps one table per name: registering again replaces the old pair", function()
+      local Old, New = { kind = "old" }, { kind = "new" }
+      assert.is_true(rawequal(Old, mp.register("spec.codec.Again", Old)))
+      mp.register("spec.codec.Again", New)
+      local back = roundtrip(setmetatable({}, New))
+      assert.is_true(rawequal(New, getmetatable(back)))
+      -- the old table is no longer registered: it travels by value
+      back = roundtrip(setmetatable({}, Old))
+      assert.is_false(rawequal(Old, getmetatable(back)))
+      assert.are.equal("old", getmetatable(back).kind)
+      -- and a table moved to another name travels under that name only
+      mp.register("spec.codec.Moved", New)
+      back = roundtrip(setmetatable({}, New))
+      assert.is_true(rawequal(New, getmetatable(back)))
+      assert_raises_with("metatable 'spec.codec.Again' is not registered",
+                         mp.decode, (mp.encode(setmetatable({}, New)):gsub("Moved", "Again")))
     end)
 
     it("encodes a value with __serialize as what __serialize returns", function()

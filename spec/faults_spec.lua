@@ -8,6 +8,14 @@
 -- hangs the parent then fails its own case instead of the whole run. When an
 -- interpreter dies in the middle of a group, the case it was running is
 -- recorded as crashed and the group resumes from the next case in a new one.
+--
+-- spec/faults_huge_spec.lua runs this file with the argument "huge": then only
+-- the three groups of the matrix that hold a 256 MiB case run (over half of
+-- this file's time), and this file, run as itself, leaves them out. So
+-- lmp-busted can run the two side by side, and the 256 MiB cases never run
+-- at the same time as each other.
+local ONLY_HUGE = (...) == "huge"
+
 package.cpath = "./?.so;" .. package.cpath
 
 local mp = require "lmp"
@@ -137,6 +145,14 @@ local DEATH = {
   exit = "exited with code 3", segv = "killed by signal 11 %(SIGSEGV%)",
   kill = "killed by signal 9 %(SIGKILL%)",
 }
+
+-- Seconds a case may take. A 256 MiB case takes ~9 s alone on the project's
+-- 2-CPU VM (page faults, mostly) and twice that beside another busy process,
+-- as under lmp-busted -j 2: it gets the 30 s its get() calls wait; the others
+-- take well under a second.
+function L.limit(c)
+  return c.kind == "huge" and 30 or 20
+end
 
 -- Lua patterns the error must match, or "success"
 local function expected(c)
@@ -304,7 +320,7 @@ local function run_case(c, pool)
   elseif api == "imap" then
     local got = {}
     local ok, err = pcall(function()
-      for v in pool:imap(f, items, 1) do got[#got + 1] = v end
+      for _, v in pool:imap(f, items, 1) do got[#got + 1] = v end
     end)
     return ok, err, got, extra
   end
@@ -314,7 +330,7 @@ end
 function L.judge(c, ok, err, got, extra, elapsed)
   local want = expected(c)
   local problems = {}
-  if elapsed > 20 then problems[#problems + 1] = ("took %.1f s"):format(elapsed) end
+  if elapsed > L.limit(c) then problems[#problems + 1] = ("took %.1f s"):format(elapsed) end
   if want == "success" then
     if not ok then problems[#problems + 1] = "failed: " .. tostring(err) end
   elseif ok then
@@ -401,6 +417,12 @@ return L
 local lib = assert(load(LIB, "=faultlib"))(mp)
 local CASES = lib.cases()
 
+-- the groups that hold a 256 MiB case (see ONLY_HUGE at the top)
+local HUGE_GROUPS = {}
+for _, c in ipairs(CASES) do
+  if c.kind == "huge" and not c.skip then HUGE_GROUPS[c.group] = true end
+end
+
 -- group name -> results { [case id] = {result=, verdict=, after=}, leak = ..., log = }
 local group_results = {}
 
@@ -415,7 +437,8 @@ local function run_group(group)
   for _ = 1, #lines + 1 do
     local code = ("local L = load(%q, '=faultlib')(mp)\nL.run_group(%q, %d)\n"):format(LIB, group, from)
     local t0 = mp.time()
-    local out, status, how = run_lua(code, 20)
+    -- the hard limit of a group's interpreter: its cases' limits and then some
+    local out, status, how = run_lua(code, HUGE_GROUPS[group] and 45 or 20)
     res.runs[#res.runs + 1] = { from = from, how = how, status = status, time = mp.time() - t0 }
     local last_start
     for line in out:gmatch("[^\n]+") do
@@ -452,10 +475,15 @@ local function run_group(group)
 end
 
 ---------------------------------------------------------------------------
+-- the groups of the matrix that run in this file
+local function runs_here(group)
+  return (HUGE_GROUPS[group] or false) == ONLY_HUGE
+end
+
 describe("the fault matrix", function()
   local groups, seen = {}, {}
   for _, c in ipairs(CASES) do
-    if not seen[c.group] then seen[c.group] = true; groups[#groups + 1] = c.group end
+    if not seen[c.group] and runs_here(c.group) then seen[c.group] = true; groups[#groups + 1] = c.group end
   end
   for _, group in ipairs(groups) do
     describe(group, function()
@@ -485,6 +513,7 @@ describe("the fault matrix", function()
     end)
   end
 
+  if ONLY_HUGE then return end
   it("lists a reason for every combination it does not run", function()
     local n, skipped = 0, 0
     for _, c in ipairs(CASES) do
@@ -498,6 +527,8 @@ describe("the fault matrix", function()
     assert.is_true(skipped < n)
   end)
 end)
+
+if ONLY_HUGE then return end
 
 ---------------------------------------------------------------------------
 describe("pool arguments the matrix found fragile", function()
@@ -610,6 +641,12 @@ describe("leak accounting", function()
   -- the loop of issue 10 that grew to 621 MB: outstanding async work in
   -- rounds, and a long imap; memory must stay flat, not grow per round
   it("keeps RSS flat over 10^5 outstanding apply_async (in rounds) and 10^5 imap items", function()
+    if (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
+      -- ASan keeps freed memory in quarantine (256 MB by default): RSS says
+      -- nothing there; the plain build runs this
+      pending("RSS is not measurable under AddressSanitizer")
+      return
+    end
     local out = run_lua([[
       local function rss()
         local f = io.open("/proc/self/statm") local s = f:read("a") f:close()
@@ -629,7 +666,7 @@ describe("leak accounting", function()
       local imap = {}
       for round = 1, 5 do
         local i, n = 0, 0
-        for v in pool:imap(function(x) return x * 2 end, function()
+        for _, v in pool:imap(function(x) return x * 2 end, function()
           i = i + 1
           if i <= 20000 then return i end
         end) do n = n + 1 end
@@ -654,7 +691,7 @@ describe("stress", function()
     local pool <close> = mp.Pool(2)
     local i = 0
     local sum, n, seen = 0, 0, {}
-    for v, idx in pool:imap_unordered(function(x) return x + 1 end, function()
+    for idx, v in pool:imap_unordered(function(x) return x + 1 end, function()
       i = i + 1
       if i <= 100000 then return i end
     end, 50) do

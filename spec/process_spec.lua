@@ -1091,6 +1091,18 @@ describe("mp.Process (SIGINT to the child)", function()
       support.assert_error_with("interrupted!", p.get, p)
     end)
   end
+
+  it("ends a child started from a coroutine whose target sleeps in a coroutine (a test runner's case)", function()
+    local track <close> = reaper()
+    local p = coroutine.wrap(function()
+      return track(mp.Process(targets[3][2]):start())
+    end)()
+    mp.sleep(0.2)
+    mp.kill(p.pid, "INT")
+    assert.is_true(p:join(10), "the child did not end")
+    assert.equal(1, p.exitcode)
+    support.assert_error_with("interrupted!", p.get, p)
+  end)
 end)
 
 describe("mp.sleep (in a coroutine)", function()

@@ -70,6 +70,30 @@ function M.run_sh(cmd, seconds)
 end
 
 --[[
+Runs the Lua script `script` in a fresh lua5.4 like run_file, with stdout and
+stderr kept apart. `opts` (optional): dir, the directory to run in (default:
+the current one); seconds, the hard time limit (default 60); env, a table of
+environment variables to set. Returns stdout, stderr, the exit status and how
+the run ended ("exit" or "signal").
+]]
+function M.run_script(script, args, opts)
+  opts = opts or {}
+  local out, err = os.tmpname(), os.tmpname()
+  local words = {}
+  for i, a in ipairs(args or {}) do words[i] = " " .. M.q(a) end
+  local env = {}
+  for k, v in pairs(opts.env or {}) do env[#env + 1] = " " .. M.q(k .. "=" .. v) end
+  table.sort(env)
+  local _, how, status = os.execute(("%senv%s timeout -s KILL %d lua5.4 %s%s >%s 2>%s"):format(
+    opts.dir and "cd " .. M.q(opts.dir) .. " && " or "", table.concat(env), opts.seconds or 60,
+    M.q(script), table.concat(words), M.q(out), M.q(err)))
+  local stdout, stderr = M.slurp(out) or "", M.slurp(err) or ""
+  os.remove(out)
+  os.remove(err)
+  return stdout, stderr, status, how
+end
+
+--[[
 Runs `code` like run_file, in a fresh lua5.4 that loads the repository's
 lmp.so as `mp` first; `prelude` (optional) is Lua text run between that and
 `code`. Returns the output, the exit status and how the run ended.

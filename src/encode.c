@@ -2,7 +2,7 @@
 ** encode.c -- values.  They are written depth first; tables and functions
 ** get ids in the order they are met, so a second meeting writes a
 ** back-reference (identity, cycles).  Library values travel by name
-** (libvals.h), shared objects by id (ident.h).  doc/design.md has the
+** (libvals.h), shared objects by id (ident.h).  src/DESIGN.md has the
 ** value grammar.  The encoder's life and whole messages are encbuf.c's.
 */
 #include "encode_i.h"

@@ -1,7 +1,7 @@
 /*
 ** ident.h -- identity across fork: objects that travel as an id and arrive
 ** as the receiver's own copy (a task's environment, an IPC object).  See
-** doc/design.md, "Identity across fork".  Builds on luax.h.
+** src/DESIGN.md, "Identity across fork".  Builds on luax.h.
 */
 #ifndef LMP_IDENT_H
 #define LMP_IDENT_H

@@ -185,6 +185,17 @@ void lmp_register(lua_State *L, int name, int mt) {
   mt = lmp_absindex(L, mt);
   lmp_getsubtable(L, LUA_REGISTRYINDEX, LMP_KEY_METABYNAME);
   lmp_getsubtable(L, LUA_REGISTRYINDEX, LMP_KEY_METABYMT);
+  /* one name, one table: the latest registration replaces both pairs */
+  lua_pushvalue(L, name);
+  if (lmp_rawget(L, -3) != LUA_TNIL) { /* the table the name had */
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  } else lua_pop(L, 1);
+  lua_pushvalue(L, mt);
+  if (lmp_rawget(L, -2) != LUA_TNIL) { /* the name the table had */
+    lua_pushnil(L);
+    lua_rawset(L, -4);
+  } else lua_pop(L, 1);
   lua_pushvalue(L, name);
   lua_pushvalue(L, mt);
   lua_rawset(L, -4);                   /* byname[name] = mt */

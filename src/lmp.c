@@ -1,7 +1,7 @@
 /*
 ** lmp.c -- the module: luaopen_lmp opens each part into one table.  The
 ** only symbol lmp.so exports.  Builds on runtime.h, procfns.h, process.h,
-** codec.h, pool.h and ipc.h.  doc/design.md draws the layers.
+** codec.h, pool.h and ipc.h.  src/DESIGN.md draws the layers.
 */
 #include "codec.h"
 #include "ipc.h"
@@ -10,7 +10,7 @@
 #include "process.h"
 #include "runtime.h"
 
-#define LMP_VERSION "0.1.0"
+#define LMP_VERSION "0.2.0"
 
 #if defined(__GNUC__)
 __attribute__((visibility("default")))

@@ -68,6 +68,64 @@ double lmp_optdeadline(lua_State *L, int idx) {
   return lmp_now() + (double)t;
 }
 
+/* edit distance of two short names, capped at 3 */
+static int distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b), i, j;
+  int d[32][32];
+  if (la > 30 || lb > 30) return 3;
+  for (i = 0; i <= la; i++) d[i][0] = (int)i;
+  for (j = 0; j <= lb; j++) d[0][j] = (int)j;
+  for (i = 1; i <= la; i++)
+    for (j = 1; j <= lb; j++) {
+      int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+      if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
+      d[i][j] = c;
+    }
+  return d[la][lb] < 3 ? d[la][lb] : 3;
+}
+
+void lmp_checkopts(lua_State *L, int idx, const char *call,
+                   const char *const names[]) {
+  idx = lmp_absindex(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    const char *k, *near = NULL;
+    int i, best = 3;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      lmp_error(L, "lmp: option names for %s must be strings, got %s", call,
+                luaL_typename(L, -1));
+    k = lua_tostring(L, -1);
+    for (i = 0; names[i] != NULL; i++) {
+      int d;
+      if (strcmp(k, names[i]) == 0) break;
+      d = distance(k, names[i]);
+      if (d < best || (strncmp(k, names[i], strlen(k)) == 0 && d < 3)) {
+        best = d;
+        near = names[i];
+      }
+    }
+    if (names[i] != NULL) continue;
+    if (near != NULL)
+      lmp_error(L, "lmp: unknown option '%s' for %s (did you mean '%s'?)", k,
+                call, near);
+    lmp_error(L, "lmp: unknown option '%s' for %s", k, call);
+  }
+}
+
+double lmp_optseconds(lua_State *L, int idx, const char *what) {
+  lua_Number t;
+  if (lua_isnoneornil(L, idx)) return 0;
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    lmp_typeerror(L, idx, what, "a number of seconds");
+  t = lua_tonumber(L, idx);
+  if (!(t > 0))
+    lmp_error(L, "lmp: %s must be a positive number of seconds, got %s",
+              what, lua_tostring(L, idx));
+  return t > 1e9 ? 0 : (double)t;     /* math.huge: none */
+}
+
 int lmp_pushargs(lua_State *L, int idx) {
   lua_Integer n, i;
   idx = lmp_absindex(L, idx);

@@ -72,6 +72,16 @@ LMP_INTERNAL int lmp_msgh(lua_State *L);
 /* how many upvalues the function at idx has */
 LMP_INTERNAL int lmp_nupvalues(lua_State *L, int idx);
 
+/*
+** Checks that every key of the options table at idx is one of `names`
+** (NULL-terminated); otherwise raises "lmp: unknown option 'x' for <call>"
+** (with "(did you mean 'y'?)" when a name is close).
+*/
+LMP_INTERNAL void lmp_checkopts(lua_State *L, int idx, const char *call,
+                                const char *const names[]);
+/* an optional positive number of seconds (a timeout option); 0 if nil */
+LMP_INTERNAL double lmp_optseconds(lua_State *L, int idx, const char *what);
+
 /* objects keep their Lua values in a table, their first user value */
 LMP_INTERNAL int lmp_uvfield(lua_State *L, int idx, const char *k);
 LMP_INTERNAL void lmp_setuvfield(lua_State *L, int idx, const char *k);

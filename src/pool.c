@@ -32,61 +32,164 @@ static void checktask(lua_State *L, int idx) {
   if (!lmp_iscallable(L, idx)) lmp_typeerror(L, idx, "task", "a function");
 }
 
-static lua_Integer optchunk(lua_State *L, int idx) {
-  lua_Integer c;
-  if (lua_isnoneornil(L, idx)) return 0;
-  c = lmp_checkint(L, idx, "chunksize");
+static lua_Integer checkchunk(lua_State *L, int idx) {
+  lua_Integer c = lmp_checkint(L, idx, "chunksize");
   if (c < 1) lmp_error(L, "lmp: chunksize must be a positive integer, got "
                           LMP_FMTINT, LMP_INTARG(c));
   return c;
 }
 
+/*
+** The optional part of a call: positional (a chunksize and/or callbacks)
+** or one options table.  `name` names the call in errors; `chunk`: the
+** call takes a chunksize (first); `cbs`: how many callbacks follow (0, or
+** 2: callback and error_callback); `prog`: it takes a progress option.
+*/
+typedef struct callform {
+  const char *name;
+  int chunk, cbs, prog;
+} callform;
+
+/* `pool:map(f, pairs(t))`: the generic-for triple's table lands where the
+   options go; say that, not "unknown option" */
+static void check_stray(lua_State *L, const callform *c) {
+  int stray = 0;
+  if (!lua_isfunction(L, 3) || !lua_iscfunction(L, 3)) return;
+  lmp_pushglobals(L);
+  lmp_getfield(L, -1, "next");
+  stray = lua_rawequal(L, -1, 3);
+  lmp_getfield(L, -2, "ipairs");
+  if (!stray && lua_isfunction(L, -1)) {
+    lua_newtable(L);
+    lua_call(L, 1, 1);                 /* ipairs({}): its iterator */
+    stray = lua_rawequal(L, -1, 3);
+  }
+  lua_pop(L, 3);
+  if (stray)
+    lmp_error(L, "lmp: %s got a generic-for triple (pairs(t) or ipairs(t)) "
+                 "where it takes one iterable: pass the array itself, or an "
+                 "iterator function that returns one item per call", c->name);
+}
+
+static void call_table(lua_State *L, int arg, lmp_jobspec *s,
+                       const callform *c) {
+  const char *names[6];
+  int n = 0;
+  if (c->chunk) names[n++] = "chunksize";
+  if (c->cbs) {
+    names[n++] = "callback";
+    names[n++] = "error_callback";
+  }
+  names[n++] = "timeout";
+  if (c->prog) names[n++] = "progress";
+  names[n] = NULL;
+  check_stray(L, c);
+  lmp_checkopts(L, arg, c->name, names);
+  if (!lua_isnoneornil(L, arg + 1) || !lua_isnoneornil(L, arg + 2))
+    lmp_error(L, "lmp: %s takes its callbacks in the options table, not "
+                 "after it", c->name);
+  if (c->chunk && lmp_getfield(L, arg, "chunksize") != LUA_TNIL)
+    s->chunksize = checkchunk(L, -1);
+  if (c->cbs) {
+    lmp_getfield(L, arg, "callback");
+    s->cb = lua_gettop(L);
+    lmp_getfield(L, arg, "error_callback");
+    s->ecb = lua_gettop(L);
+  }
+  lmp_getfield(L, arg, "timeout");
+  s->timeout = lmp_optseconds(L, -1, "timeout");
+  if (c->prog) {
+    int t = lmp_getfield(L, arg, "progress");
+    if (t == LUA_TBOOLEAN) s->progress = lua_toboolean(L, -1) ? -1 : 0;
+    else if (lmp_iscallable(L, -1)) s->progress = lua_gettop(L);
+    else if (t != LUA_TNIL)
+      lmp_typeerror(L, -1, "progress", "true or a function(done, total)");
+  }
+}
+
+/* fills s from the call's arguments from `arg` on */
+static void call_options(lua_State *L, int arg, lmp_jobspec *s,
+                         const callform *c) {
+  lua_settop(L, arg + 2);
+  if (lua_istable(L, arg) && !lmp_iscallable(L, arg)) {
+    call_table(L, arg, s, c);
+    return;
+  }
+  if (c->chunk) {
+    if (!lua_isnil(L, arg)) s->chunksize = checkchunk(L, arg);
+    arg++;
+  }
+  if (c->cbs) {
+    s->cb = arg;
+    s->ecb = arg + 1;
+  }
+}
+
 /* ---------------------------------------------------------------------- */
 /* calls                                                                  */
 /* ---------------------------------------------------------------------- */
-static int pool_apply_async(lua_State *L) {
+static Job *call_job(lua_State *L, int kind, int star, int async,
+                     const callform *c) {
   Pool *P = ownpool(L, 1);
-  lmp_jobspec s = { K_APPLY, 1, 2, 3, 0, 4, 5 };
+  lmp_jobspec s;
+  memset(&s, 0, sizeof s);
+  s.kind = kind;
+  s.star = star;
+  s.stats = async && kind != K_IMAP && kind != K_IMAPU;
+  s.fn = 2;
+  s.input = 3;
   checkrunning(L, P);
   checktask(L, 2);
-  lua_settop(L, 5);
-  lmp_job_new(L, P, 1, &s);
-  lmp_pool_submitted(L, P, 1);
+  call_options(L, 4, &s, c);
+  return lmp_job_new(L, P, 1, &s);
+}
+
+static int pool_apply_async(lua_State *L) {
+  static const callform c = { "apply_async", 0, 2, 0 };
+  call_job(L, K_APPLY, 1, 1, &c);
+  lmp_pool_submitted(L, ownpool(L, 1), 1, 1);
+  return 1;
+}
+
+/* pool:submit(f, ...): apply_async with the arguments as varargs */
+static int pool_submit(lua_State *L) {
+  int n = lua_gettop(L) - 2, i;
+  static const callform c = { "submit", 0, 0, 0 };
+  lua_createtable(L, n > 0 ? n : 0, 1);
+  for (i = 1; i <= n; i++) {
+    lua_pushvalue(L, i + 2);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, n > 0 ? n : 0);
+  lua_setfield(L, -2, "n");
+  lua_replace(L, 3);
+  lua_settop(L, 3);
+  call_job(L, K_APPLY, 1, 1, &c);
+  lmp_pool_submitted(L, ownpool(L, 1), 1, 1);
   return 1;
 }
 
 static int pool_apply(lua_State *L) {
-  Pool *P = ownpool(L, 1);
-  lmp_jobspec s = { K_APPLY, 1, 2, 3, 0, 0, 0 };
-  Job *J;
-  checkrunning(L, P);
-  checktask(L, 2);
-  lua_settop(L, 3);
-  J = lmp_job_new(L, P, 1, &s);
-  lmp_job_wait(L, J, 4, -1, 1);
-  return lmp_job_result(L, J, 4);
+  static const callform c = { "apply", 0, 0, 0 };
+  Job *J = call_job(L, K_APPLY, 1, 0, &c);
+  int jidx = lua_gettop(L);
+  lmp_job_wait(L, J, jidx, -1, 1);
+  return lmp_job_result(L, J, jidx);
 }
 
 static int map_common(lua_State *L, int star, int async) {
-  Pool *P = ownpool(L, 1);
-  lmp_jobspec s = { K_MAP, 0, 2, 3, 0, 0, 0 };
-  Job *J;
-  checkrunning(L, P);
-  checktask(L, 2);
-  s.star = star;
-  s.chunksize = optchunk(L, 4);
+  static const callform forms[4] = {
+    { "map", 1, 0, 1 }, { "map_async", 1, 2, 1 },
+    { "starmap", 1, 0, 1 }, { "starmap_async", 1, 2, 1 }
+  };
+  Job *J = call_job(L, K_MAP, star, async, &forms[star * 2 + async]);
+  int jidx = lua_gettop(L);
   if (async) {
-    s.cb = 5;
-    s.ecb = 6;
-  }
-  lua_settop(L, 6);
-  J = lmp_job_new(L, P, 1, &s);
-  if (async) {
-    lmp_pool_submitted(L, P, 1);
+    lmp_pool_submitted(L, ownpool(L, 1), 1, 1);
     return 1;
   }
-  lmp_job_wait(L, J, 7, -1, 1);
-  return lmp_job_result(L, J, 7);
+  lmp_job_wait(L, J, jidx, -1, 1);
+  return lmp_job_result(L, J, jidx);
 }
 
 static int pool_map(lua_State *L) { return map_common(L, 0, 0); }
@@ -95,15 +198,11 @@ static int pool_starmap(lua_State *L) { return map_common(L, 1, 0); }
 static int pool_starmap_async(lua_State *L) { return map_common(L, 1, 1); }
 
 static int imap_common(lua_State *L, int kind) {
-  Pool *P = ownpool(L, 1);
-  lmp_jobspec s = { K_IMAP, 0, 2, 3, 0, 0, 0 };
-  checkrunning(L, P);
-  checktask(L, 2);
-  s.kind = kind;
-  s.chunksize = optchunk(L, 4);
-  lua_settop(L, 4);
-  lmp_job_new(L, P, 1, &s);
-  lmp_pool_submitted(L, P, 1);
+  static const callform forms[2] = {
+    { "imap", 1, 0, 1 }, { "imap_unordered", 1, 0, 1 }
+  };
+  call_job(L, kind, 0, 0, &forms[kind == K_IMAPU]);
+  lmp_pool_submitted(L, ownpool(L, 1), 1, 0);
   return lmp_imap_iterator(L);
 }
 
@@ -121,9 +220,15 @@ static int pool_close(lua_State *L) {
   return 0;
 }
 
+static void pool_endtrace(Pool *P) {
+  lmp_trace_close(P->trace);
+  P->trace = NULL;
+}
+
 static void pool_doterminate(lua_State *L, Pool *P, int pidx) {
   if (P->state == P_TERM && P->T == NULL) return;
   lmp_pool_stop(L, P, pidx, LMP_STOP_KILL, "lmp: pool terminated");
+  pool_endtrace(P);
 }
 
 static int pool_terminate(lua_State *L) {
@@ -154,12 +259,46 @@ static int pool_join(lua_State *L) {
     P->state = P_TERM;
     P->T->ops->stopall(L, P->T, LMP_STOP_JOIN);   /* idle: they exit */
   }
+  pool_endtrace(P);
   return 0;
+}
+
+/* pool:trace(path): starts a trace of the tasks from now on (ending the
+   one before); pool:trace(false) or (nil) ends it */
+static int pool_trace(lua_State *L) {
+  Pool *P = ownpool(L, 1);
+  if (lua_toboolean(L, 2) && lua_type(L, 2) != LUA_TSTRING)
+    lmp_typeerror(L, 2, "trace", "a file name, or false to stop");
+  pool_endtrace(P);
+  if (lua_toboolean(L, 2)) P->trace = lmp_trace_open(L, lua_tostring(L, 2));
+  return 0;
+}
+
+/* an fd readable when results wait (for luv, cqueues, copas...) */
+static int pool_fileno(lua_State *L) {
+  Pool *P = ownpool(L, 1);
+  int fd;
+  if (P->T == NULL || P->state == P_TERM) return lmp_error(L, "lmp: pool is terminated");
+  fd = P->T->ops->fileno(L, P->T);
+  if (fd < 0) lua_pushnil(L);
+  else lua_pushinteger(L, fd);
+  return 1;
+}
+
+/* collects what is ready and runs callbacks, never blocks: how many
+   jobs finished */
+static int pool_poll(lua_State *L) {
+  Pool *P = ownpool(L, 1);
+  unsigned long before = P->finseq;
+  if (P->T != NULL && P->state != P_TERM) lmp_pool_poll(L, P, 1);
+  lua_pushinteger(L, (lua_Integer)(P->finseq - before));
+  return 1;
 }
 
 static int pool_gc(lua_State *L) {
   Pool *P = checkpool(L, 1);
   int i;
+  if (P->owner == getpid()) pool_endtrace(P);
   if (P->owner == getpid() && P->T != NULL) {
     P->T->ops->stopall(L, P->T, LMP_STOP_BRIEF);  /* never wait on a task */
     P->T->ops->free(L, P->T);
@@ -188,7 +327,17 @@ static int pool_tostring(lua_State *L) {
 /* ---------------------------------------------------------------------- */
 /* the options table at index 1 -> P and the user value table on top */
 static lua_Integer pool_options(lua_State *L, Pool *P) {
+  static const char *const names[] = {
+    "processes", "initializer", "initargs", "maxtasksperchild", "timeout",
+    "trace", "backend", "_jobidmax", NULL
+  };
   lua_Integer n = 0;
+  lmp_checkopts(L, 1, "Pool", names);
+  if (lmp_getfield(L, 1, "backend") != LUA_TNIL &&
+      !(lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "fork") == 0))
+    lmp_error(L, "lmp: Pool backend must be \"fork\" (the default), got %s",
+              lmp_tolstring(L, -1, NULL));
+  lua_pop(L, 1);
   /* for the specs only: a small id range, to reach the wrap-around */
   if (lmp_getfield(L, 1, "_jobidmax") == LUA_TNUMBER &&
       lua_tointeger(L, -1) >= 2 && lua_tointeger(L, -1) < JOBID_MAX)
@@ -206,6 +355,15 @@ static lua_Integer pool_options(lua_State *L, Pool *P) {
   if (lmp_getfield(L, 1, "initargs") != LUA_TNIL && !lua_istable(L, -1))
     lmp_typeerror(L, -1, "Pool initargs", "a table");
   lua_setfield(L, -2, "initargs");
+  if (lmp_getfield(L, 1, "timeout") != LUA_TNIL)
+    P->timeout = lmp_optseconds(L, -1, "Pool timeout");
+  lua_pop(L, 1);
+  if (lmp_getfield(L, 1, "trace") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      lmp_typeerror(L, -1, "Pool trace", "a file name");
+    P->trace = lmp_trace_open(L, lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
   if (lmp_getfield(L, 1, "maxtasksperchild") != LUA_TNIL) {
     int isint = 0;
     lua_Integer m = lua_tointegerx(L, -1, &isint);
@@ -221,7 +379,7 @@ static lua_Integer pool_options(lua_State *L, Pool *P) {
 static Pool *pool_alloc(lua_State *L) {
   Pool *P = (Pool *)lmp_newud(L, sizeof *P, 1);
   static const char *const tables[] = {"jobs", "order", "finished", "fnids",
-                                       NULL};
+                                       "progress", NULL};
   int i;
   memset(P, 0, sizeof *P);
   P->owner = getpid();
@@ -306,6 +464,7 @@ void lmp_pool_open(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"apply", pool_apply},
     {"apply_async", pool_apply_async},
+    {"submit", pool_submit},
     {"map", pool_map},
     {"map_async", pool_map_async},
     {"imap", pool_imap},
@@ -315,6 +474,9 @@ void lmp_pool_open(lua_State *L) {
     {"close", pool_close},
     {"join", pool_join},
     {"terminate", pool_terminate},
+    {"trace", pool_trace},
+    {"fileno", pool_fileno},
+    {"poll", pool_poll},
     {NULL, NULL}
   };
   static const luaL_Reg meta[] = {

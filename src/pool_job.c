@@ -2,7 +2,7 @@
 ** pool_job.c -- jobs and tasks.  A job's function is encoded once per call; a
 ** stateless one (lmp_fn_stateless) gets the id under which an earlier
 ** call sent the same bytes, so workers that kept it are not sent it again.
-** Job ids also name functions in the workers' caches; see doc/design.md
+** Job ids also name functions in the workers' caches; see src/DESIGN.md
 ** ("Pool: function ids") for how they start over.
 */
 #include "pool_job.h"
@@ -141,6 +141,7 @@ void lmp_job_finish(lua_State *L, Job *J, int jidx) {
   J->cbpending = 1;
   lmp_uvfield(L, jidx, JV_POOL);
   P = (Pool *)lua_touserdata(L, -1);
+  J->finseq = ++P->finseq;
   lmp_uvfield(L, -1, "finished");
   lua_pushinteger(L, J->id);
   lua_rawseti(L, -2, ++P->ftail);
@@ -376,6 +377,31 @@ static void job_input(lua_State *L, Pool *P, Job *J, int jidx, int input) {
   }
 }
 
+/* progress reports (pool_sched.c) and the trace's name for the function */
+static void job_extras(lua_State *L, Pool *P, int pidx, Job *J, int jidx,
+                       const lmp_jobspec *s) {
+  if (s->progress != 0) {
+    J->progress = s->progress < 0 ? 1 : 2;
+    if (s->progress > 0) {
+      lua_pushvalue(L, s->progress);
+      lmp_setuvfield(L, jidx, JV_PROG);
+    }
+    lmp_uvfield(L, pidx, "progress");
+    lua_pushvalue(L, jidx);
+    lua_rawseti(L, -2, J->id);
+    lua_pop(L, 1);
+    P->nprogress++;
+  }
+  if (P->trace != NULL) {
+    lua_Debug ar;
+    lua_pushvalue(L, s->fn);
+    if (lua_isfunction(L, -1) && lua_getinfo(L, ">S", &ar))
+      lua_pushfstring(L, "%s:%d", ar.short_src, ar.linedefined);
+    else lua_pushliteral(L, "task");
+    lmp_setuvfield(L, jidx, JV_NAME);
+  }
+}
+
 Job *lmp_job_new(lua_State *L, Pool *P, int pidx, const lmp_jobspec *s) {
   Job *J;
   int jidx;
@@ -383,7 +409,13 @@ Job *lmp_job_new(lua_State *L, Pool *P, int pidx, const lmp_jobspec *s) {
   J = job_alloc(L, pidx, s);
   jidx = lua_gettop(L);
   J->id = new_id(L, P, pidx);
+  J->timeout = s->timeout > 0 ? s->timeout : P->timeout;
+  J->stats = s->stats || P->trace != NULL;
+  J->begun = lmp_now();
+  J->cpu = -1;
+  J->maxrss = -1;
   job_function(L, P, pidx, J, jidx, s->fn);
+  job_extras(L, P, pidx, J, jidx, s);
   if (s->kind == K_APPLY) {
     if (s->input && !lua_isnoneornil(L, s->input)) {
       if (!lua_istable(L, s->input))
@@ -524,7 +556,12 @@ static void task_fill(lua_State *L, Pool *P, Job *J, Build *B, int t) {
   k->count = B->taken;
   k->flags = (J->star ? LMP_TF_STAR : 0) |
              (J->kind == K_APPLY ? LMP_TF_APPLY : 0) |
-             (J->keep ? LMP_TF_KEEP : 0);
+             (J->keep ? LMP_TF_KEEP : 0) |
+             (J->stats ? LMP_TF_STATS : 0) |
+             /* a timeout counts per item: the items of a chunk come back
+                one by one, so one that runs too long loses no other */
+             (J->timeout > 0 && B->taken > 1 ? LMP_TF_STREAM : 0);
+  k->timeout = J->timeout;
   k->args = (char *)malloc(len ? len : 1);
   if (k->args == NULL) {
     lmp_task_free(P, t);

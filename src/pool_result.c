@@ -61,6 +61,195 @@ static int res_successful(lua_State *L) {
   return 1;
 }
 
+/*
+** Takes back a job no worker has any part of yet (nothing of its input was
+** handed out): it ends as failed with "lmp: cancelled", and no callback
+** runs.  A submit hands tasks out at once while workers have room, so only
+** work queued behind a busy pool can still be taken back.
+*/
+static int res_cancel(lua_State *L) {
+  Job *J = checkjob(L);
+  Pool *P;
+  lmp_uvfield(L, 1, JV_POOL);
+  P = (Pool *)lua_touserdata(L, -1);
+  if (P->owner != getpid())
+    return lmp_error(L, "lmp: this AsyncResult belongs to process %d",
+                     (int)P->owner);
+  if (J->state != J_RUN || J->inflight > 0 || J->nextin > 1) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  J->stopped = 1;
+  J->inputdone = 1;
+  J->closed = 1;
+  lua_pushliteral(L, "lmp: cancelled");
+  lmp_job_seterror(L, J, 1, 1);
+  lmp_job_finish(L, J, 1);
+  J->cbpending = 0;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* {pid=, started=, ended=, cpu=, maxrss=}: what is known so far */
+static int res_info(lua_State *L) {
+  Job *J = checkjob(L);
+  lua_createtable(L, 0, 5);
+  if (J->pid != 0) {
+    lua_pushinteger(L, J->pid);
+    lua_setfield(L, -2, "pid");
+  }
+  if (J->started > 0) {
+    lua_pushnumber(L, (lua_Number)J->started);
+    lua_setfield(L, -2, "started");
+  }
+  if (J->ended > 0 && J->state != J_RUN) {
+    lua_pushnumber(L, (lua_Number)J->ended);
+    lua_setfield(L, -2, "ended");
+  }
+  if (J->cpu >= 0) {
+    lua_pushnumber(L, (lua_Number)J->cpu);
+    lua_setfield(L, -2, "cpu");
+  }
+  if (J->maxrss >= 0) {
+    lua_pushinteger(L, J->maxrss);
+    lua_setfield(L, -2, "maxrss");
+  }
+  return 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* mp.as_completed                                                        */
+/* ---------------------------------------------------------------------- */
+typedef struct Ask {
+  int results;          /* stack index of the results array */
+  int yielded;          /* ... and of the set of those handed out */
+  lua_Integer n;
+} Ask;
+
+/* the finished result not handed out yet that finished first, or 0 */
+static lua_Integer ask_next(lua_State *L, const Ask *a, int *pending) {
+  lua_Integer i, best = 0;
+  unsigned long seq = 0;
+  *pending = 0;
+  for (i = 1; i <= a->n; i++) {
+    Job *J;
+    if (lmp_rawgeti(L, a->yielded, i) != LUA_TNIL) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pop(L, 1);
+    lmp_rawgeti(L, a->results, i);
+    J = (Job *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (J->state == J_RUN) (*pending)++;
+    else if (best == 0 || J->finseq < seq) {
+      best = i;
+      seq = J->finseq;
+    }
+  }
+  return best;
+}
+
+static int done_any(lua_State *L, Pool *P, int pidx, void *ud) {
+  const Ask *a = (const Ask *)ud;
+  int pending;
+  (void)P;
+  (void)pidx;
+  return ask_next(L, a, &pending) != 0 || pending == 0;
+}
+
+/*
+** Moves every pool the pending results belong to along: the one pool
+** waits (its pump's own wait); several are stepped in turn, sleeping a
+** little between rounds (a millisecond, growing to 20).
+*/
+static void ask_wait(lua_State *L, Ask *a, double deadline) {
+  lua_Integer i;
+  int npools = 0, ms = 1, pending;
+  Pool *one = NULL;
+  lua_newtable(L);                     /* the pools, as a set */
+  for (i = 1; i <= a->n; i++) {
+    lmp_rawgeti(L, a->results, i);
+    lmp_uvfield(L, -1, JV_POOL);
+    if (lmp_rawget(L, -3) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lmp_uvfield(L, -1, JV_POOL);
+      one = (Pool *)lua_touserdata(L, -1);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -4);
+      npools++;
+    } else lua_pop(L, 1);
+    lua_pop(L, 1);
+  }
+  if (npools == 1) {
+    lua_pushnil(L);
+    lua_next(L, -2);                   /* [set, pool, true] */
+    lua_pop(L, 1);
+    if (!lmp_pool_pump(L, one, lua_gettop(L), done_any, a, deadline))
+      lmp_error(L, "lmp: timeout");
+    lua_pop(L, 2);
+    return;
+  }
+  while (ask_next(L, a, &pending) == 0 && pending > 0) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lua_pop(L, 1);
+      lmp_pool_poll(L, (Pool *)lua_touserdata(L, -1), lua_gettop(L));
+    }
+    if (ask_next(L, a, &pending) != 0 || pending == 0) break;
+    if (deadline >= 0 && lmp_now() >= deadline) lmp_error(L, "lmp: timeout");
+    lmp_sleep_ms(ms);
+    if (ms < 20) ms *= 2;
+  }
+  lua_pop(L, 1);
+}
+
+/* upvalues: the results, the set of those handed out, the deadline */
+static int ask_iter(lua_State *L) {
+  Ask a;
+  lua_Integer i;
+  int pending;
+  double deadline = lua_tonumber(L, lua_upvalueindex(3));
+  lua_settop(L, 0);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, lua_upvalueindex(2));
+  a.results = 1;
+  a.yielded = 2;
+  a.n = (lua_Integer)lmp_rawlen(L, 1);
+  if ((i = ask_next(L, &a, &pending)) == 0 && pending > 0) {
+    ask_wait(L, &a, deadline);
+    i = ask_next(L, &a, &pending);
+  }
+  if (i == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushboolean(L, 1);
+  lua_rawseti(L, 2, i);
+  lmp_rawgeti(L, 1, i);
+  return 1;
+}
+
+/* mp.as_completed(results [, timeout]): the results as they finish */
+static int mp_as_completed(lua_State *L) {
+  lua_Integer i, n;
+  double deadline = lmp_optdeadline(L, 2);
+  if (!lua_istable(L, 1)) lmp_typeerror(L, 1, "results", "an array of AsyncResults");
+  n = (lua_Integer)lmp_rawlen(L, 1);
+  lua_createtable(L, (int)(n < 1000000 ? n : 0), 0);
+  for (i = 1; i <= n; i++) {
+    lmp_rawgeti(L, 1, i);
+    if (luaL_testudata(L, -1, LMP_RESULT) == NULL)
+      lmp_error(L, "lmp: as_completed takes AsyncResults, got %s at [" LMP_FMTINT "]",
+                luaL_typename(L, -1), LMP_INTARG(i));
+    lua_rawseti(L, -2, i);
+  }
+  lua_newtable(L);
+  lua_pushnumber(L, (lua_Number)deadline);
+  lua_pushcclosure(L, ask_iter, 3);
+  return 1;
+}
+
 static int res_tostring(lua_State *L) {
   Job *J = checkjob(L);
   lua_pushfstring(L, "lmp.AsyncResult{%s}", J->state == J_RUN ? "pending"
@@ -166,7 +355,9 @@ static int imap_next(lua_State *L) {
         lua_pop(L, 1);
         lua_pushnil(L);
       }
-      lua_pushinteger(L, index);
+      lua_pushinteger(L, index);       /* index, value: as ipairs does, so a
+                                          nil result never ends a for */
+      lua_insert(L, -2);
       return 2;
     }
     if (J->kind != K_IMAPU) J->yielded--;
@@ -197,6 +388,8 @@ void lmp_result_open(lua_State *L) {
     {"wait", res_wait},
     {"ready", res_ready},
     {"successful", res_successful},
+    {"cancel", res_cancel},
+    {"info", res_info},
     {NULL, NULL}
   };
   if (luaL_newmetatable(L, LMP_RESULT)) {
@@ -208,4 +401,6 @@ void lmp_result_open(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+  lua_pushcfunction(L, mp_as_completed);   /* the module table is on top */
+  lua_setfield(L, -2, "as_completed");
 }

@@ -14,7 +14,8 @@ LMP_INTERNAL void lmp_job_wait(lua_State *L, Job *J, int jidx,
 /* replaces the job on top by imap's four values: iterator, nil, nil, and
    the job (to close when a generic for is left) */
 LMP_INTERNAL int lmp_imap_iterator(lua_State *L);
-/* makes the AsyncResult class */
+/* makes the AsyncResult class; adds as_completed to the module table on
+   top */
 LMP_INTERNAL void lmp_result_open(lua_State *L);
 
 #endif

@@ -154,9 +154,12 @@ static void reply_error(lua_State *L, lmp_dec *D, size_t n, Job *J,
   idx = lua_tointeger(L, -1);
   lua_pop(L, 1);
   if (idx < 1) idx = 1;
+  /* the results that come with it are those of the items right before it
+     (a streamed task sent the earlier ones already) */
   for (i = 2; i < n; i++) {
     lmp_dec_value(D);
-    lmp_job_store(L, J, 2, R->start + (lua_Integer)i - 2);
+    lmp_job_store(L, J, 2,
+                  R->start + idx - 1 - (lua_Integer)(n - 2) + (lua_Integer)i - 2);
   }
   lua_pushvalue(L, -1);
   lua_remove(L, -2);
@@ -230,6 +233,42 @@ static void task_timed(Pool *P, Worker *w) {
   w->lastreply = now;
 }
 
+/* protected: one streamed item: [position, value].  Stack: [R, job] */
+static int reply_item(lua_State *L) {
+  Reply *R = (Reply *)lua_touserdata(L, 1);
+  Job *J = (Job *)lua_touserdata(L, 2);
+  lmp_dec D;
+  lua_Integer pos;
+  if (lmp_dec_begin(&D, L, R->p, R->n, LMP_DEC_TRUSTED) != 2)
+    lmp_error(L, "lmp: malformed reply from a pool worker");
+  lmp_dec_value(&D);
+  pos = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  lmp_dec_value(&D);
+  lmp_dec_end(&D);                     /* [R, job, value] */
+  if (J->kind == K_MAP) {
+    lmp_uvfield(L, 2, JV_RES);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, R->start + pos - 1);
+    lua_pop(L, 1);
+  } else lmp_job_store(L, J, 2, R->start + pos - 1);
+  return 0;
+}
+
+/* what a final reply said of its task: the job's info() and the trace */
+static void task_done(lua_State *L, Pool *P, int i, Job *J, int jidx,
+                      const lmp_replystats *st, Task *k, size_t replylen,
+                      int failed) {
+  J->pid = P->T->ops->ident(P->T, i);
+  if (J->started == 0 || st->started < J->started) J->started = st->started;
+  if (st->ended > J->ended) J->ended = st->ended;
+  if (st->cpu >= 0) J->cpu = (J->cpu < 0 ? 0 : J->cpu) + st->cpu;
+  if (st->maxrss > J->maxrss) J->maxrss = st->maxrss;
+  if (P->trace != NULL)
+    lmp_trace_task(L, P->trace, jidx, J->pid, st, k->count, k->argslen,
+                   replylen, failed);
+}
+
 /* one reply frame from worker i */
 static void reply_handle(lua_State *L, Pool *P, int pidx, int i,
                          const char *p, size_t n) {
@@ -237,10 +276,37 @@ static void reply_handle(lua_State *L, Pool *P, int pidx, int i,
   Reply R;
   uint32_t t;
   Job *J;
+  lmp_replystats st;
   if (lmp_replyhdr_get(p, n, &t, &R.status) != 0)
     lmp_error(L, "lmp: malformed reply from a pool worker");
   R.p = p + LMP_REPLYHDR;
   R.n = n - LMP_REPLYHDR;
+  if (R.status == LMP_RS_OK || R.status == LMP_RS_ERR) {
+    if (R.n < LMP_REPLYSTATS)
+      lmp_error(L, "lmp: malformed reply from a pool worker");
+    lmp_replystats_get(R.p, &st);
+    R.p += LMP_REPLYSTATS;
+    R.n -= LMP_REPLYSTATS;
+  }
+  if (R.status == LMP_RS_ITEM) {       /* one item of the running task */
+    if (w->nq == 0 || w->q[0] != (int)t)
+      lmp_error(L, "lmp: a pool worker answered a task it was not given");
+    R.start = P->tasks[t].start;
+    w->itemsdone++;
+    w->itemstart = lmp_now();
+    J = lmp_job_push(L, pidx, P->tasks[t].job);
+    if (J != NULL) {
+      int jidx = lua_gettop(L);
+      lua_pushcfunction(L, reply_item);
+      lua_pushlightuserdata(L, &R);
+      lua_pushvalue(L, jidx);
+      if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+        lmp_job_seterror(L, J, jidx, R.start + w->itemsdone - 1);
+      else J->done++;
+    }
+    lua_pop(L, 1);
+    return;
+  }
   if (t == 0) {                        /* READY, or the initializer failed */
     if (R.status == LMP_RS_READY) {
       w->ready = 1;
@@ -261,15 +327,20 @@ static void reply_handle(lua_State *L, Pool *P, int pidx, int i,
   J = lmp_job_push(L, pidx, P->tasks[t].job);
   if (J != NULL) {                     /* NULL: an abandoned imap */
     int jidx = lua_gettop(L);
+    lua_Integer count = P->tasks[t].count - w->itemsdone;
+    task_done(L, P, i, J, jidx, &st, &P->tasks[t], n,
+              R.status != LMP_RS_OK);
     lua_pushcfunction(L, reply_decode);
     lua_pushlightuserdata(L, &R);
     lua_pushvalue(L, jidx);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK)
       lmp_job_seterror(L, J, jidx, R.start);
+    else if (R.status == LMP_RS_OK) J->done += count;
     J->inflight--;
     lmp_job_check(L, J, jidx);
   }
   lua_pop(L, 1);
+  w->itemsdone = 0;
   lmp_task_free(P, (int)t);
 }
 
@@ -287,6 +358,24 @@ static void fail_items(lua_State *L, int pidx, int job, lua_Integer index) {
   lua_pop(L, 1);
 }
 
+static double item_began(Worker *w);
+
+/* the trace's slice of the task worker i was running when it was lost */
+static void trace_dead(lua_State *L, Pool *P, int pidx, Worker *w,
+                       lua_Integer who, int t) {
+  lmp_replystats st;
+  double now = lmp_now();
+  if (lmp_job_push(L, pidx, P->tasks[t].job) != NULL) {
+    st.ended = lmp_realtime();
+    st.started = st.ended - (now - item_began(w));
+    st.cpu = -1;
+    st.maxrss = -1;
+    lmp_trace_task(L, P->trace, lua_gettop(L), who, &st, P->tasks[t].count,
+                   P->tasks[t].argslen, 0, 1);
+  }
+  lua_pop(L, 1);
+}
+
 /*
 ** Worker i is gone: the task it was running fails with what became of it,
 ** the others go to the other workers, and the slot is filled again.
@@ -294,7 +383,9 @@ static void fail_items(lua_State *L, int pidx, int job, lua_Integer index) {
 static void worker_lost(lua_State *L, Pool *P, int pidx, int i) {
   Worker *w = &P->w[i];
   int k;
+  lua_Integer who = P->T->ops->ident(P->T, i);
   P->T->ops->lost(L, P->T, i);         /* [what] */
+  if (P->trace != NULL) lmp_trace_lost(P->trace, who, lua_tostring(L, -1));
   if (!w->ready && !P->broken) {       /* its initializer killed it */
     lua_pushfstring(L, "lmp: %s while running the initializer",
                     lua_tostring(L, -1));
@@ -303,8 +394,14 @@ static void worker_lost(lua_State *L, Pool *P, int pidx, int i) {
   for (k = 0; k < w->nq; k++) {
     int t = w->q[k];
     if (k == 0) {
-      lua_pushfstring(L, "lmp: %s while running a task", lua_tostring(L, -1));
-      fail_items(L, pidx, P->tasks[t].job, P->tasks[t].start);
+      if (P->trace != NULL) trace_dead(L, P, pidx, w, who, t);
+      /* the item it was running (a streamed task's earlier items are in) */
+      if (w->timedout > 0)
+        lua_pushfstring(L, "lmp: task timed out after %f s",
+                        (lua_Number)w->timedout);
+      else lua_pushfstring(L, "lmp: %s while running a task",
+                           lua_tostring(L, -1));
+      fail_items(L, pidx, P->tasks[t].job, P->tasks[t].start + w->itemsdone);
       lmp_task_free(P, t);
     } else lmp_task_requeue(P, t);
   }
@@ -440,14 +537,47 @@ static int any_alive(Pool *P) {
   return 0;
 }
 
+/* when worker i's current item began: after the item before it came
+   back, the task before it came back, or it was sent */
+static double item_began(Worker *w) {
+  double t = w->sent[0] > w->lastreply ? w->sent[0] : w->lastreply;
+  return w->itemsdone > 0 && w->itemstart > t ? w->itemstart : t;
+}
+
+/*
+** Kills the workers whose current item ran past its task's timeout (their
+** loss, seen next, fails that item with "timed out"); returns the next
+** deadline such an item has, or `deadline` if that comes first.
+*/
+static double expire(Pool *P, double deadline) {
+  double now = lmp_now();
+  int i;
+  for (i = 0; i < P->n; i++) {
+    Worker *w = &P->w[i];
+    Task *k;
+    double end;
+    if (w->nq == 0 || w->timedout > 0) continue;
+    k = &P->tasks[w->q[0]];
+    if (k->timeout <= 0) continue;
+    end = item_began(w) + k->timeout;
+    if (end <= now) {
+      w->timedout = k->timeout;
+      P->T->ops->kill(P->T, i);
+    } else if (deadline < 0 || end < deadline) deadline = end;
+  }
+  return deadline;
+}
+
 int lmp_pool_pump(lua_State *L, Pool *P, int pidx, lmp_donefn done, void *ud,
                   double deadline) {
   lmp_hook h;
   lmp_hook_save(L, &h);
   for (;;) {
     int r;
+    double until;
     lmp_pool_respawn(L, P, pidx);
     dispatch(L, P, pidx, P->depth);
+    if (P->nprogress > 0) lmp_progress_report(L, P, pidx, 0);
     run_callbacks(L, P, pidx);
     if (P->broken) fail_all(L, P, pidx, "lmp: the pool's initializer failed");
     if (done(L, P, pidx, ud)) return 1;
@@ -455,27 +585,45 @@ int lmp_pool_pump(lua_State *L, Pool *P, int pidx, lmp_donefn done, void *ud,
       no_workers(L, P, pidx);
       return done(L, P, pidx, ud);
     }
-    r = P->T->ops->wait(L, P->T, &h, deadline);
+    until = expire(P, deadline);
+    r = P->T->ops->wait(L, P->T, &h, until);
     if (r == -2) pool_interrupted(L, P, pidx);
     if (r < 0) lmp_syserror(L, "poll");
-    if (r == 0) return 0;
+    if (r == 0 && until == deadline) return 0;
     collect(L, P, pidx);
   }
 }
 
 /*
-** A submit (apply_async, map_async, starmap_async, imap) hands each worker
-** up to MAXDEPTH tasks at once (as many as its channel takes), so they
-** work on while the parent does something else.  It neither waits nor
+** A submit hands out work at once.  An async call (apply_async, submit,
+** map_async, starmap_async) gives each worker up to MAXDEPTH tasks (as
+** many as its channel takes), so they work on while the parent does
+** something else.  An imap, whose consumer pumps the pool as it iterates,
+** gives each worker the pool's current depth only (one task while task
+** times are long or unknown): a task handed out stays on its worker, so
+** queueing uneven tasks round-robin would keep a free worker idle while
+** another has a queue.  It neither waits nor
 ** reads replies (so it runs no callback, whose error would be raised by
 ** the call that made a new job and lose its AsyncResult; and a worker
 ** that exits stays for mp.wait to see).  Polls (ready, successful,
 ** wait(0)) pump with a deadline of now instead: they take in what came
 ** back and run callbacks, without waiting.
 */
-void lmp_pool_submitted(lua_State *L, Pool *P, int pidx) {
-  dispatch(L, P, pidx, MAXDEPTH);
+void lmp_pool_submitted(lua_State *L, Pool *P, int pidx, int async) {
+  dispatch(L, P, pidx, async ? MAXDEPTH : P->depth);
   P->T->ops->flush(P->T);
+}
+
+static int done_never(lua_State *L, Pool *P, int pidx, void *ud) {
+  (void)L;
+  (void)P;
+  (void)pidx;
+  (void)ud;
+  return 0;
+}
+
+void lmp_pool_poll(lua_State *L, Pool *P, int pidx) {
+  lmp_pool_pump(L, P, pidx, done_never, NULL, lmp_now());
 }
 
 int lmp_done_job(lua_State *L, Pool *P, int pidx, void *ud) {

@@ -7,6 +7,7 @@
 #define LMP_POOL_SCHED_H
 
 #include "pool_job.h"
+#include "pool_report.h"
 
 typedef int (*lmp_donefn)(lua_State *L, Pool *P, int pidx, void *ud);
 
@@ -17,8 +18,11 @@ typedef int (*lmp_donefn)(lua_State *L, Pool *P, int pidx, void *ud);
 */
 LMP_INTERNAL int lmp_pool_pump(lua_State *L, Pool *P, int pidx,
                                lmp_donefn done, void *ud, double deadline);
-/* a new job came: hand out its first tasks now, without waiting */
-LMP_INTERNAL void lmp_pool_submitted(lua_State *L, Pool *P, int pidx);
+/* takes in what came back and runs callbacks, without waiting */
+LMP_INTERNAL void lmp_pool_poll(lua_State *L, Pool *P, int pidx);
+/* a new job came: hand out its first tasks now, without waiting; async
+   (not an imap, whose consumer pumps): as many as the workers take */
+LMP_INTERNAL void lmp_pool_submitted(lua_State *L, Pool *P, int pidx, int async);
 LMP_INTERNAL int lmp_done_job(lua_State *L, Pool *P, int pidx, void *ud);
 LMP_INTERNAL int lmp_done_all(lua_State *L, Pool *P, int pidx, void *ud);
 /* 1 if some imap job is held back, waiting for its consumer */

@@ -37,6 +37,7 @@ typedef struct Task {
   char *args;           /* encoded items, kept until the result arrives */
   size_t argslen;
   int next;             /* free list / requeue list link */
+  double timeout;       /* seconds an item may run; 0 none */
 } Task;
 
 /* what the scheduler knows of a worker (the transport knows the rest) */
@@ -51,6 +52,9 @@ typedef struct Worker {
   int fnpos;
   int flush;            /* the worker must empty its cache (ids wrapped) */
   int full;             /* its channel did not take all it was given */
+  double itemstart;     /* when its current item began (streamed tasks) */
+  int itemsdone;        /* items of its current task already returned */
+  double timedout;      /* it was killed for running past this timeout */
 } Worker;
 
 typedef struct Pool {
@@ -78,6 +82,11 @@ typedef struct Pool {
   double respawnat;     /* when to try starting them again */
   uint64_t identmark;   /* objects registered up to here are the workers'
                            too (ident.h): their envs, IPC objects */
+  double timeout;       /* default seconds an item may run; 0 none */
+  int nprogress;        /* jobs that report progress (user value
+                           "progress": id -> job) */
+  struct lmp_trace *trace;   /* a Chrome trace being written, or NULL */
+  unsigned long finseq; /* jobs finished so far (as_completed's order) */
 } Pool;
 
 typedef struct Job {
@@ -103,6 +112,17 @@ typedef struct Job {
   lua_Integer evtail;   /* imap_unordered: events queued (yielded = head) */
   int raised;           /* imap: its error was handed out; raise it again */
   int closed;           /* imap: its closer ran; the iterator ends */
+  double timeout;       /* seconds an item may run; 0 none */
+  int stats;            /* its tasks measure CPU and RSS */
+  int progress;         /* 0 none, 1 a bar on stderr, 2 a function */
+  lua_Integer done;     /* items whose results came back */
+  double drawn;         /* when progress was last reported */
+  double begun;         /* when the job was made (progress: rate, ETA) */
+  unsigned long finseq; /* its place in the order jobs finished */
+  /* info(): the worker of its last task, wall times, CPU, peak RSS */
+  lua_Integer pid;
+  double started, ended, cpu;
+  lua_Integer maxrss;
 } Job;
 
 /* fields of a Job's user value table */
@@ -115,5 +135,7 @@ typedef struct Job {
 #define JV_ECB     "ecb"
 #define JV_VALUES  "values"
 #define JV_EVENTS  "events"   /* imap_unordered: indices in arrival order */
+#define JV_PROG    "progress" /* progress = function(done, total) */
+#define JV_NAME    "name"     /* its function's source:line, for the trace */
 
 #endif

@@ -11,6 +11,7 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,9 @@ typedef struct WState {
   const char *args;
   size_t argslen;
   lua_Integer failat;    /* item of the chunk being decoded, run or encoded */
+  lua_Integer streamed;  /* items whose results went out one by one */
+  lmp_replystats st;     /* its run, for the final reply */
+  double cpu0;           /* CPU seconds at its start; -1: not measured */
 } WState;
 
 static void w_send(WState *W) {
@@ -40,11 +44,48 @@ static void w_send(WState *W) {
   fflush(stdout);                      /* a task's prints show promptly */
 }
 
+static double cpu_seconds(const struct rusage *r) {
+  return (double)(r->ru_utime.tv_sec + r->ru_stime.tv_sec) +
+         (double)(r->ru_utime.tv_usec + r->ru_stime.tv_usec) * 1e-6;
+}
+
+/* the task begins: wall clock always; CPU only when asked (a getrusage
+   costs about a microsecond here, as much as a tiny task) */
+static void w_started(WState *W) {
+  W->st.started = lmp_realtime();
+  W->st.cpu = -1;
+  W->st.maxrss = -1;
+  W->cpu0 = -1;
+  if (W->h.flags & LMP_TF_STATS) {
+    struct rusage r;
+    if (getrusage(RUSAGE_SELF, &r) == 0) W->cpu0 = cpu_seconds(&r);
+  }
+}
+
+static void w_ended(WState *W) {
+  W->st.ended = lmp_realtime();
+  if (W->cpu0 >= 0) {
+    struct rusage r;
+    if (getrusage(RUSAGE_SELF, &r) == 0) {
+      W->st.cpu = cpu_seconds(&r) - W->cpu0;
+      W->st.maxrss = (int64_t)r.ru_maxrss;
+    }
+    W->cpu0 = -1;
+  }
+}
+
+/* a reply frame's header: a final reply (OK, ERR) says how the task ran */
 static void w_header(WState *W, uint32_t task, int status) {
-  char h[LMP_REPLYHDR];
+  char h[LMP_REPLYHDR + LMP_REPLYSTATS];
+  size_t n = LMP_REPLYHDR;
   lmp_enc_reset(W->E, W->L);
   lmp_replyhdr_put(h, task, status);
-  lmp_enc_raw(W->E, h, LMP_REPLYHDR);
+  if (status == LMP_RS_OK || status == LMP_RS_ERR) {
+    w_ended(W);
+    lmp_replystats_put(h + LMP_REPLYHDR, &W->st);
+    n += LMP_REPLYSTATS;
+  }
+  lmp_enc_raw(W->E, h, n);
 }
 
 /*
@@ -69,10 +110,12 @@ static int w_senderr(lua_State *L) {
   lua_Integer index = lua_tointeger(L, 3), k;
   lua_Integer before = lua_istable(L, 4) ? index - 1 : 0;
   w_header(W, W->h.task, LMP_RS_ERR);
-  lmp_enc_begin(W->E, (size_t)before + 2);
+  /* the results before `index` that did not go out one by one: the parent
+     places them right before it */
+  lmp_enc_begin(W->E, (size_t)(before - W->streamed) + 2);
   lmp_enc_value(W->E, 2, "error", -1);
   lmp_enc_value(W->E, 3, "error", -1);
-  for (k = 1; k <= before; k++) {
+  for (k = W->streamed + 1; k <= before; k++) {
     W->failat = k;                     /* for the caller, if it won't */
     lmp_rawgeti(L, 4, k);
     lmp_enc_value(W->E, -1, "result", (lua_Integer)W->h.start + k - 1);
@@ -125,12 +168,26 @@ static void w_sendvalues(lua_State *L, WState *W, int first, int n) {
                                           big strings go out zero-copy */
 }
 
-/* a chunk: the first result of each item, from the table at `results` */
+/* a streamed task: item i's result (on top of L) goes out now, so that a
+   timeout on a later item loses none of the items before it */
+static void w_senditem(lua_State *L, WState *W, lua_Integer i) {
+  w_header(W, W->h.task, LMP_RS_ITEM);
+  lmp_enc_begin(W->E, 2);
+  lua_pushinteger(L, i);
+  lmp_enc_value(W->E, -1, "result", -1);
+  lua_pop(L, 1);
+  lmp_enc_value(W->E, -1, "result", (lua_Integer)W->h.start + i - 1);
+  w_send(W);
+  W->streamed = i;
+}
+
+/* a chunk: the first result of each item not streamed yet, from the table
+   at `results` */
 static void w_sendresults(lua_State *L, WState *W, int results, size_t n) {
   size_t i;
   w_header(W, W->h.task, LMP_RS_OK);
-  lmp_enc_begin(W->E, n);
-  for (i = 1; i <= n; i++) {
+  lmp_enc_begin(W->E, n - (size_t)W->streamed);
+  for (i = (size_t)W->streamed + 1; i <= n; i++) {
     W->failat = (lua_Integer)i;
     lmp_rawgeti(L, results, (lua_Integer)i);
     lmp_enc_value(W->E, -1, "result", (lua_Integer)W->h.start + (lua_Integer)i - 1);
@@ -186,6 +243,7 @@ static int w_task(lua_State *L) {
     }
     lua_settop(T, 2);                  /* first result only */
     lua_xmove(T, L, 1);
+    if (W->h.flags & LMP_TF_STREAM) w_senditem(L, W, (lua_Integer)i + 1);
     lua_rawseti(L, results, (lua_Integer)i + 1);
   }
   w_sendresults(L, W, results, n);
@@ -310,6 +368,8 @@ static void w_run(lua_State *L, WState *W, const char *p, size_t n) {
   int base = lua_gettop(L);
   if (lmp_task_parse(p, n, &W->h, &fn, &fnlen, &W->args, &W->argslen) != 0)
     lmp_child_exit(1);                 /* not from our pool */
+  W->streamed = 0;
+  w_started(W);
   if (w_function(L, W, fn, fnlen) != 0) {
     lua_settop(L, base);
     return;
@@ -319,6 +379,7 @@ static void w_run(lua_State *L, WState *W, const char *p, size_t n) {
   lua_pushlightuserdata(L, W);
   lmp_rawgeti(L, W->fncache, W->h.fnid);
   W->failat = 1;
+  W->streamed = 0;
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
     /* decoding an argument or encoding a result failed: the results
        before it still go to the parent */

@@ -3,6 +3,7 @@
 ** back its values (or its error) through a pipe, and mp.active_children.
 */
 #include "process.h"
+#include "process_child.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -21,6 +22,7 @@ typedef struct Proc {
   int daemon;
   int gotframe;
   int lost;             /* reaped by someone else's waitpid: no status */
+  int sentinel;         /* p.sentinel was handed out: its fd stays open */
   const char *frame;    /* into rd, once gotframe */
   size_t framelen;
   lmp_reader rd;
@@ -70,8 +72,11 @@ static Proc *ownproc(lua_State *L, int idx) {
 
 static void proc_closefds(lua_State *L, Proc *p) {
   lmp_close_fd(L, p->fd);
-  lmp_close_fd(L, p->pidfd);
-  p->fd = p->pidfd = -1;
+  p->fd = -1;
+  if (!p->sentinel) {
+    lmp_close_fd(L, p->pidfd);
+    p->pidfd = -1;
+  }
 }
 
 static void procs_set(lua_State *L, pid_t pid, int idx) {
@@ -85,8 +90,10 @@ static void procs_set(lua_State *L, pid_t pid, int idx) {
 static void proc_setreaped(lua_State *L, Proc *p, int status) {
   p->reaped = 1;
   p->status = status;
-  lmp_close_fd(L, p->pidfd);
-  p->pidfd = -1;
+  if (!p->sentinel) {                  /* an event loop may be watching it */
+    lmp_close_fd(L, p->pidfd);
+    p->pidfd = -1;
+  }
   lmp_child_remove(L, p->pid);
   lua_pushnil(L);
   procs_set(L, p->pid, -1);
@@ -274,129 +281,17 @@ static int proc_wait(lua_State *L, Proc *p, double deadline) {
   }
 }
 
-/* ====================================================================== */
-/* the child                                                              */
-/* ====================================================================== */
-/*
-** SIGINT in a Process child: the target runs in a thread of its own, which
-** lua.c's handler (it hooks the main thread) would never stop.  This one,
-** installed in the child unless SIGINT is ignored, hooks that thread and
-** the main one the same way: "interrupted!" at the next instruction (a wait
-** in another coroutine sees the main thread's hook change), and a second
-** SIGINT kills.  The statics are the child's own, set after its fork.
-*/
-static lua_State *child_thread, *child_main;
-
-static void child_stop(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  luaL_error(L, "interrupted!");
-}
-
-static void child_onsigint(int sig) {
-  int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT;
-  signal(sig, SIG_DFL);
-  if (child_thread != NULL) {
-    lua_sethook(child_thread, child_stop, mask, 1);
-    lua_sethook(child_main, child_stop, mask, 1);
-  }
-}
-
-static void child_catchint(lua_State *L, lua_State *T) {
-  struct sigaction sa, old;
-  if (sigaction(SIGINT, NULL, &old) != 0 || old.sa_handler == SIG_IGN) return;
-  child_thread = T;
-  child_main = L;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = child_onsigint;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-}
-
-/*
-** Runs the target in a thread of its own, so the traceback of an error
-** shows the task's frames and not the parent's script that forked.
-** [target, args] -> ok, values...
-*/
-static int child_run(lua_State *L) {
-  lua_State *T = lua_newthread(L);     /* [target, args, T] */
-  int n, st, nres;
-  child_catchint(L, T);
-  lua_pushcfunction(T, lmp_msgh);
-  lua_pushvalue(L, 1);
-  n = lmp_pushargs(L, 2);              /* on L: its errors are caught */
-  if (!lua_checkstack(T, n + 2)) lmp_error(L, "lmp: too many arguments");
-  lua_xmove(L, T, n + 1);              /* T: [msgh, target, args...] */
-  lmp_gc_restart(L);
-  st = lua_pcall(T, n, LUA_MULTRET, 1);
-  lmp_gc_stop(L);
-  nres = lua_gettop(T) - 1;
-  luaL_checkstack(L, nres + 2, "lmp: too many results");
-  lua_pushboolean(L, st == LUA_OK);
-  lua_xmove(T, L, nres);
-  return nres + 1;
-}
-
-/* encodes and writes [ok, values...] from index 1 to fd (upvalue 1) */
-static int child_send(lua_State *L) {
-  int n = lua_gettop(L), fd = (int)lua_tointeger(L, lua_upvalueindex(1)), i;
-  int ok = lua_toboolean(L, 1);
-  lmp_enc *E = lmp_enc_new(L, 1);
-  lmp_enc_ident(E, lmp_getstate(L)->identmark);
-  lmp_enc_begin(E, (size_t)n);
-  for (i = 1; i <= n; i++)
-    lmp_enc_value(E, i, ok ? "result" : "error", ok ? i - 1 : -1);
-  if (lmp_enc_writeframe(E, fd) != 0) lmp_child_exit(1);
-  return 0;
-}
-
 static void finish_children(lua_State *L);
-
-static void child_main_(lua_State *L, int fd, int pidx) {
-  int ok, code;
-  lua_settop(L, pidx);
-  lua_pushcfunction(L, child_run);
-  lmp_uvfield(L, pidx, "target");
-  lmp_uvfield(L, pidx, "args");
-  if (lua_pcall(L, 2, LUA_MULTRET, 0) != LUA_OK) {
-    lua_pushboolean(L, 0);
-    lua_insert(L, -2);
-  }
-  /* a late SIGINT's hook on this thread must not fail the sending */
-  if (lua_gethook(L) == child_stop) lua_sethook(L, NULL, 0, 0);
-  ok = lua_toboolean(L, pidx + 1);
-  code = ok ? 0 : 1;
-  lua_pushinteger(L, fd);
-  lua_pushcclosure(L, child_send, 1);
-  lua_insert(L, pidx + 1);
-  if (lua_pcall(L, lua_gettop(L) - pidx - 1, 0, 0) != LUA_OK) {
-    /* unserializable result or error value: send why instead */
-    lua_pushinteger(L, fd);
-    lua_pushcclosure(L, child_send, 1);
-    lua_pushboolean(L, 0);
-    lua_pushvalue(L, -3);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lmp_child_exit(1);
-    code = 1;
-  }
-  finish_children(L);
-  lmp_child_exit(code);
-}
-
-/*
-** Everything after the fork runs protected, so no error can unwind into
-** the parent's script (which this child must never run).
-*/
-static int child_protected(lua_State *L) {
-  child_main_(L, (int)lua_tointeger(L, 2), 1);   /* [process, fd] */
-  return 0;
-}
 
 /* ====================================================================== */
 /* Process methods                                                        */
 /* ====================================================================== */
 /* Process(f, ...) or Process{target=, args=, name=, daemon=} */
 static void proc_options(lua_State *L, Proc *p, int n) {
+  static const char *const names[] = {"target", "args", "name", "daemon",
+                                      NULL};
   if (n > 1) lmp_error(L, "lmp: Process{...} takes one options table");
+  lmp_checkopts(L, 1, "Process", names);
   lmp_getfield(L, 1, "target");
   lua_setfield(L, -2, "target");
   if (lmp_getfield(L, 1, "args") != LUA_TNIL && !lua_istable(L, -1))
@@ -487,11 +382,7 @@ static int proc_start(lua_State *L) {
     lmp_gc_stop(L);
     close(fds[0]);
     lmp_track_fd(L, fds[1]);           /* grandchildren must not hold it */
-    lua_pushcfunction(L, child_protected);
-    lua_pushvalue(L, 1);
-    lua_pushinteger(L, fds[1]);
-    lua_pcall(L, 2, 0, 0);
-    lmp_child_exit(1);
+    lmp_process_child(L, 1, fds[1], finish_children);
   }
   close(fds[1]);
   proc_started(L, p, pid, fds[0]);
@@ -566,6 +457,14 @@ static int proc_index(lua_State *L) {
     else lua_pushnil(L);
   } else if (strcmp(k, "name") == 0) lmp_uvfield(L, 1, "name");
   else if (strcmp(k, "daemon") == 0) lua_pushboolean(L, p->daemon);
+  else if (strcmp(k, "sentinel") == 0) {
+    /* an fd readable once the child has ended (its pidfd), for event
+       loops; it stays open until the object is collected */
+    if (p->pid > 0 && p->pidfd >= 0 && p->owner == getpid()) {
+      p->sentinel = 1;
+      lua_pushinteger(L, p->pidfd);
+    } else lua_pushnil(L);
+  }
   else if (strcmp(k, "exitcode") == 0) {
     proc_check(L, p);
     if (!p->reaped || p->lost) lua_pushnil(L);   /* lost: unknown */
@@ -608,6 +507,15 @@ static int proc_tostring(lua_State *L) {
 /* ====================================================================== */
 /* the end: children still running                                       */
 /* ====================================================================== */
+/* terminates the child (SIGKILL a second later) and reaps it */
+static void proc_stop(lua_State *L, Proc *p) {
+  kill(p->pid, SIGTERM);
+  if (proc_wait(L, p, lmp_now() + 1.0) != 1) {
+    kill(p->pid, SIGKILL);
+    proc_wait(L, p, lmp_now() + 5.0);
+  }
+}
+
 static void kill_daemons(lua_State *L) {
   lmp_getsubtable(L, LUA_REGISTRYINDEX, LMP_KEY_PROCS);
   lua_pushnil(L);
@@ -685,11 +593,7 @@ static void finish_wait(lua_State *L, Proc *p) {
     int r;
     if (finish_sigint) P->finishint = 1;
     if (P->finishint) {                /* stop it instead */
-      kill(p->pid, SIGTERM);
-      if (proc_wait(L, p, lmp_now() + 1.0) != 1) {
-        kill(p->pid, SIGKILL);
-        proc_wait(L, p, lmp_now() + 5.0);
-      }
+      proc_stop(L, p);
       break;
     }
     r = proc_wait(L, p, lmp_now() + 0.1);
@@ -715,13 +619,8 @@ static void finish_wait(lua_State *L, Proc *p) {
 static void proc_finish(lua_State *L, Proc *p) {
   proc_poll(L, p);                     /* a reaped pid is no longer ours */
   if (p->pid > 0 && !p->reaped) {
-    if (p->daemon) {
-      kill(p->pid, SIGTERM);
-      if (proc_wait(L, p, lmp_now() + 1.0) != 1) {
-        kill(p->pid, SIGKILL);
-        proc_wait(L, p, lmp_now() + 5.0);
-      }
-    } else {
+    if (p->daemon) proc_stop(L, p);
+    else {
       kill_daemons(L);
       finish_wait(L, p);
     }
@@ -731,9 +630,24 @@ static void proc_finish(lua_State *L, Proc *p) {
 
 static int proc_gc(lua_State *L) {
   Proc *p = checkproc(L, 1);
-  if (p->owner == getpid()) proc_finish(L, p);
+  if (p->owner == getpid()) {
+    proc_finish(L, p);
+    p->sentinel = 0;
+    proc_closefds(L, p);
+  }
   /* else inherited: its fds were closed at the fork; only memory is ours */
   lmp_reader_free(&p->rd);
+  return 0;
+}
+
+/* `local p <close> = mp.Process(f):start()`: terminated if it still runs,
+   and joined, at scope exit (an inherited one is left alone) */
+static int proc_close(lua_State *L) {
+  Proc *p = checkproc(L, 1);
+  if (p->owner != getpid() || p->pid == 0) return 0;
+  proc_poll(L, p);
+  if (!p->reaped) proc_stop(L, p);
+  proc_collect(L, p);
   return 0;
 }
 
@@ -795,6 +709,7 @@ void lmp_process_open(lua_State *L) {
     {"__newindex", proc_newindex},
     {"__tostring", proc_tostring},
     {"__gc", proc_gc},
+    {"__close", proc_close},
     {NULL, NULL}
   };
   if (lmp_rawgetp(L, LUA_REGISTRYINDEX, &procs_key) != LUA_TUSERDATA) {

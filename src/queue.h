@@ -1,6 +1,6 @@
 /*
 ** queue.h -- mp.Queue, mp.SimpleQueue, mp.JoinableQueue: a growable ring of
-** encoded items in shared memory (a memfd), see doc/design.md, "Queue".
+** encoded items in shared memory (a memfd), see src/DESIGN.md, "Objects processes share".
 ** waitobj.c asks a queue whether it has items and for its doorbell.
 ** Builds on shm.h, encode.h and decode.h.
 */

@@ -367,7 +367,10 @@ static int mp_array(lua_State *L) {
 }
 
 void lmp_shvalue_open(lua_State *L) {
-  static const luaL_Reg methods[] = {
+  static const luaL_Reg vmethods[] = {
+    {"add", v_add}, {"get_lock", v_get_lock}, {NULL, NULL}
+  };
+  static const luaL_Reg amethods[] = {
     {"add", v_add}, {"get_lock", v_get_lock}, {"totable", v_totable},
     {NULL, NULL}
   };
@@ -375,23 +378,29 @@ void lmp_shvalue_open(lua_State *L) {
     {"__index", v_index}, {"__newindex", v_newindex}, {"__len", v_len},
     {"__gc", v_gc}, {"__tostring", v_tostring}, {NULL, NULL}
   };
-  int base, i, k;
+  int base, i;
   luaL_newmetatable(L, LMP_VALUE);
   base = lua_gettop(L);
   luaL_newmetatable(L, LMP_ARRAY);
-  lua_newtable(L);
-  lua_pushliteral(L, "value");               /* [Vmt Amt methods "value"] */
-  for (i = 0; i < 3; i++) {                  /* into methods, Vmt, Amt */
-    lua_pushvalue(L, i == 0 ? base + 2 : base + i - 1);
-    for (k = 0; k < 4; k++) lua_pushvalue(L, base + k);
-    luaL_setfuncs(L, i == 0 ? methods : meta, 4);
-    if (i > 0) {
-      lua_pushvalue(L, base + 2);
+  lua_newtable(L);                           /* the Value's methods */
+  lua_newtable(L);                           /* the Array's */
+  lua_pushliteral(L, "value");               /* [Vmt Amt Vm Am "value"] */
+  for (i = 0; i < 4; i++) {
+    /* into Vm, Am, Vmt, Amt; upvalue 3 is the class's own methods */
+    int into = i < 2 ? base + 2 + i : base + i - 2, mine = base + 2 + i % 2;
+    lua_pushvalue(L, into);
+    lua_pushvalue(L, base);                  /* the two metatables */
+    lua_pushvalue(L, base + 1);
+    lua_pushvalue(L, mine);
+    lua_pushvalue(L, base + 4);              /* "value" */
+    luaL_setfuncs(L, i == 0 ? vmethods : i == 1 ? amethods : meta, 4);
+    if (i >= 2) {
+      lua_pushvalue(L, mine);
       lua_setfield(L, -2, "__methods");
     }
     lua_pop(L, 1);
   }
-  lua_pop(L, 4);
+  lua_pop(L, 5);
   lua_pushcfunction(L, mp_value);
   lua_setfield(L, -2, "Value");
   lua_pushcfunction(L, mp_array);

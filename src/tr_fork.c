@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +37,7 @@ typedef struct fworker {
 typedef struct trfork {
   lmp_transport T;      /* first: the scheduler's view */
   pid_t owner;
+  int epfd;             /* fileno(): an epoll set of the reply pipes, -1 */
   fworker *w;
   struct pollfd *pf;
   unsigned long seq;    /* worker names */
@@ -121,6 +123,14 @@ static void closefds(lua_State *L, fworker *w) {
   lmp_reader_free(&w->rd);
 }
 
+static void epoll_watch(int epfd, int fd) {
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  (void)epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
 static int tf_start(lua_State *L, lmp_transport *T, int i) {
   trfork *F = F_(T);
   fworker *w = &F->w[i];
@@ -167,6 +177,7 @@ static int tf_start(lua_State *L, lmp_transport *T, int i) {
   lmp_nonblock(w->tfd);
   lmp_nonblock(w->rfd);
   lmp_child_add(L, pid);
+  if (F->epfd >= 0) epoll_watch(F->epfd, w->rfd);
   T->err[0] = '\0';
   return 0;
 }
@@ -391,6 +402,32 @@ static void tf_stopall(lua_State *L, lmp_transport *T, int how) {
   }
 }
 
+static void tf_kill(lmp_transport *T, int i) {
+  fworker *w = &F_(T)->w[i];
+  if (w->pid > 0 && !w->eof) kill(w->pid, SIGKILL);
+}
+
+static lua_Integer tf_ident(lmp_transport *T, int i) {
+  return F_(T)->w != NULL ? (lua_Integer)F_(T)->w[i].pid : 0;
+}
+
+/*
+** One fd for event loops: an epoll set of the reply pipes (a pipe closed
+** leaves the set by itself), readable when a worker sent something or is
+** gone.  Made on first use; workers started later join it.
+*/
+static int tf_fileno(lua_State *L, lmp_transport *T) {
+  trfork *F = F_(T);
+  int i;
+  if (F->epfd >= 0 || F->w == NULL) return F->epfd;
+  F->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (F->epfd < 0) lmp_syserror(L, "epoll_create1");
+  lmp_track_fd(L, F->epfd);
+  for (i = 0; i < T->n; i++)
+    if (F->w[i].pid > 0) epoll_watch(F->epfd, F->w[i].rfd);
+  return F->epfd;
+}
+
 static void freemem(trfork *F) {
   int i;
   for (i = 0; F->w != NULL && i < F->T.n; i++) {
@@ -405,6 +442,8 @@ static void freemem(trfork *F) {
 
 /* the box's anchor goes too: the collector may have it now */
 static void tf_free(lua_State *L, lmp_transport *T) {
+  lmp_close_fd(L, F_(T)->epfd);
+  F_(T)->epfd = -1;
   freemem(F_(T));
   lua_pushnil(L);
   lmp_rawsetp(L, LUA_REGISTRYINDEX, T);
@@ -412,7 +451,7 @@ static void tf_free(lua_State *L, lmp_transport *T) {
 
 static const lmp_tr_ops fork_ops = {
   tf_start, tf_send, tf_backlog, tf_flush, tf_wait, tf_recv, tf_gone,
-  tf_lost, tf_stopall, tf_alive, tf_free
+  tf_lost, tf_stopall, tf_kill, tf_ident, tf_fileno, tf_alive, tf_free
 };
 
 /*
@@ -435,6 +474,7 @@ lmp_transport *lmp_trfork_new(lua_State *L, int n, const lmp_workercfg *cfg) {
   memset(F, 0, sizeof *F);
   F->T.ops = &fork_ops;
   F->owner = getpid();
+  F->epfd = -1;
   F->maxtasks = cfg->maxtasks;
   F->identmark = cfg->identmark;
   lua_createtable(L, 0, 1);

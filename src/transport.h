@@ -46,6 +46,13 @@ typedef struct lmp_tr_ops {
   void (*lost)(lua_State *L, lmp_transport *T, int i);
   /* ends every worker (LMP_STOP_*) */
   void (*stopall)(lua_State *L, lmp_transport *T, int how);
+  /* kills worker i now (its loss shows as gone/lost afterwards) */
+  void (*kill)(lmp_transport *T, int i);
+  /* what names worker i to a user: its pid (or rank) */
+  lua_Integer (*ident)(lmp_transport *T, int i);
+  /* an fd that is readable when a worker has something to say, -1 if the
+     transport has none (event loops poll it) */
+  int (*fileno)(lua_State *L, lmp_transport *T);
   /* 1 if worker i is running */
   int (*alive)(lmp_transport *T, int i);
   /* frees what is left (after stopall) */

@@ -155,3 +155,30 @@ int lmp_replyhdr_get(const char *p, size_t n, uint32_t *task, int *status) {
   *status = (unsigned char)p[4];
   return 0;
 }
+
+static void putdouble(char *p, double d) {
+  uint64_t u;
+  memcpy(&u, &d, 8);
+  lmp_put64(p, u);
+}
+
+static double getdouble(const char *p) {
+  uint64_t u = lmp_get64(p);
+  double d;
+  memcpy(&d, &u, 8);
+  return d;
+}
+
+void lmp_replystats_put(char *p, const lmp_replystats *s) {
+  putdouble(p, s->started);
+  putdouble(p + 8, s->ended);
+  putdouble(p + 16, s->cpu);
+  lmp_put64(p + 24, (uint64_t)s->maxrss);
+}
+
+void lmp_replystats_get(const char *p, lmp_replystats *s) {
+  s->started = getdouble(p);
+  s->ended = getdouble(p + 8);
+  s->cpu = getdouble(p + 16);
+  s->maxrss = (int64_t)lmp_get64(p + 24);
+}

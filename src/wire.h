@@ -8,7 +8,7 @@
 ** Frame:         <8-byte LE payload length> <payload>
 ** Pool task:     frame of <task header> [<8-byte LE length> <function
 **                message>] <argument message>
-** Pool reply:    frame of <reply header> <value message>
+** Pool reply:    frame of <reply header> [<stats> (OK, ERR)] <value message>
 */
 #ifndef LMP_WIRE_H
 #define LMP_WIRE_H
@@ -73,11 +73,23 @@ enum {                  /* task flags */
   LMP_TF_STAR = 2,      /* each item is an args table (starmap, apply) */
   LMP_TF_APPLY = 4,     /* one call; every result value goes back */
   LMP_TF_FLUSH = 8,     /* empty the function cache first (ids wrapped) */
-  LMP_TF_KEEP = 16      /* a stateless function, kept across calls */
+  LMP_TF_KEEP = 16,     /* a stateless function, kept across calls */
+  LMP_TF_STREAM = 32,   /* send each item's result as it is done (a task
+                           timed per item) */
+  LMP_TF_STATS = 64     /* measure the task's CPU time and peak RSS */
 };
 enum {                  /* reply statuses */
-  LMP_RS_OK = 0, LMP_RS_ERR = 1, LMP_RS_READY = 2
+  LMP_RS_OK = 0, LMP_RS_ERR = 1, LMP_RS_READY = 2,
+  LMP_RS_ITEM = 3       /* one item of a streamed task: [position, value] */
 };
+
+/* what a task's final reply (OK or ERR) says of its run */
+typedef struct lmp_replystats {
+  double started, ended;   /* wall clock (seconds since the epoch) */
+  double cpu;              /* CPU seconds, < 0 if not measured */
+  int64_t maxrss;          /* the worker's peak RSS in KB, < 0 if not */
+} lmp_replystats;
+#define LMP_REPLYSTATS 32
 
 typedef struct lmp_taskhdr {
   uint32_t task;        /* the parent's task slot */
@@ -99,5 +111,7 @@ LMP_INTERNAL int lmp_task_parse(const char *p, size_t n, lmp_taskhdr *h,
 LMP_INTERNAL void lmp_replyhdr_put(char *p, uint32_t task, int status);
 LMP_INTERNAL int lmp_replyhdr_get(const char *p, size_t n, uint32_t *task,
                                   int *status);   /* -1 if too short */
+LMP_INTERNAL void lmp_replystats_put(char *p, const lmp_replystats *s);
+LMP_INTERNAL void lmp_replystats_get(const char *p, lmp_replystats *s);
 
 #endif
