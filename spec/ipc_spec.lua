@@ -761,8 +761,8 @@ describe("mp.Barrier", function()
     local runs = mp.Value("i", 0)
     local b = mp.Barrier(3, function() runs:add(1) end)
     local ps = {}
-    for k = 1, 2 do ps[k] = spawn(function() return b:wait(10) end) end
-    local mine = b:wait(10)
+    for k = 1, 2 do ps[k] = spawn(function() return b:wait(60) end) end
+    local mine = b:wait(60)
     local all = { mine, ps[1]:get(), ps[2]:get() }
     table.sort(all)
     assert.are.same({ 1, 2, 3 }, all)
