@@ -4,9 +4,13 @@
 ** when recv would not block (data, or the peer closed); a Queue when it has
 ** an item (its doorbell, queue.c); a Process when its child ended (its
 ** pidfd, and is_alive(), which also drains the child's result pipe so a
-** big result cannot keep the child from ending); an AsyncResult when
-** ready() says so (asked every few ms: a pool has no fd per result); an
-** integer fd, or an object with a fileno() method, when the fd is readable.
+** big result cannot keep the child from ending: that pipe is polled too);
+** an AsyncResult when ready() says so (asked again whenever its pool has
+** replies waiting, and every 50 ms for what only time brings: a task's
+** timeout, a replacement worker); an integer fd, or an object with a
+** fileno() method, when the fd is readable.  Process and AsyncResult lend
+** their fds through a __fileno metafield, so this file needs only their
+** class names.
 ** mp.wait(pid [, nohang]) keeps its meaning (procfns.c): this file's
 ** mp.wait calls that one for anything but a table.
 */
@@ -25,8 +29,23 @@ typedef struct wobj {
   int kind;
   int fd;               /* polled fd, -1 for none */
   int ownfd;            /* fd is ours to close (a pidfd) */
+  int fd2;              /* a second fd, -1 for none (__fileno) */
   int ready;
 } wobj;
+
+#define RESCAN 0.05     /* seconds between two looks at an AsyncResult */
+
+/* the object's __fileno metafield's fd, or -1 */
+static int metafileno(lua_State *L, int idx) {
+  int fd = -1;
+  if (lmp_getmetafield(L, idx, "__fileno") != LUA_TNIL) {
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 1);
+    if (lua_isinteger(L, -1)) fd = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  return fd;
+}
 
 /* calls method `name` of the object at idx; its first result as a boolean */
 static int callmethod(lua_State *L, int idx, const char *name) {
@@ -84,6 +103,7 @@ static int scan(lua_State *L, wobj *w, int n) {
       k = O_FD;
     }
     w[i].kind = k;
+    w[i].fd2 = k == O_PROC || k == O_RESULT ? metafileno(L, idx) : -1;
     if (k == O_FD) w[i].fd = (int)lmp_checkint(L, idx, "fd");
     else if (k == O_CONN) w[i].fd = lmp_conn_fd(L, idx);
     else if (k == O_PROC) w[i].ready = !callmethod(L, idx, "is_alive");
@@ -112,17 +132,18 @@ static void arm(lua_State *L, wobj *w, int n, struct pollfd *f) {
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    f[i].fd = w[i].fd;                 /* negative: poll skips it */
-    f[i].events = POLLIN;
-    f[i].revents = 0;
+    f[2 * i].fd = w[i].fd;             /* negative: poll skips it */
+    f[2 * i + 1].fd = w[i].fd2;
+    f[2 * i].events = f[2 * i + 1].events = POLLIN;
+    f[2 * i].revents = f[2 * i + 1].revents = 0;
   }
 }
 
 static void disarm(lua_State *L, wobj *w, int n, struct pollfd *f) {
   int i;
   for (i = 0; i < n; i++) {
-    if (f[i].revents != 0 && w[i].kind != O_QUEUE && w[i].kind != O_RESULT)
-      w[i].ready = 1;
+    if (f[2 * i].revents != 0 && w[i].kind != O_QUEUE && w[i].kind != O_RESULT)
+      w[i].ready = 1;                  /* a pipe or fd; a pidfd: ended */
     if (w[i].kind == O_QUEUE) {
       lmp_rawgeti(L, 1, i + 1);
       lmp_queue_unpoll(L, -1);
@@ -141,7 +162,7 @@ static int waitobjs(lua_State *L) {
   lmp_hook h;
   lua_settop(L, 2);
   w = (wobj *)lmp_newud(L, sizeof *w * (size_t)(n + 1), 0);
-  f = (struct pollfd *)lmp_newud(L, sizeof *f * (size_t)(n + 1), 0);
+  f = (struct pollfd *)lmp_newud(L, sizeof *f * (size_t)(2 * n + 1), 0);
   lmp_hook_save(L, &h);
   for (;;) {
     double until = deadline, now;
@@ -151,12 +172,15 @@ static int waitobjs(lua_State *L) {
     now = lmp_now();
     for (i = 0; i < n; i++) {
       any |= w[i].ready;
-      slow |= w[i].kind == O_PROC || w[i].kind == O_RESULT;
+      if (w[i].kind == O_RESULT) slow |= w[i].fd2 < 0 ? 1 : 2;
+      if (w[i].kind == O_PROC && w[i].fd < 0) slow |= 1;   /* no pidfd */
     }
-    /* results and result pipes are looked at again every few ms */
-    if (slow && (until < 0 || until > now + pause)) until = now + pause;
+    /* what no fd announces is looked at again every few ms (growing to
+       20), or every RESCAN seconds for a result whose pool has an fd */
+    if ((slow & 1) && (until < 0 || until > now + pause)) until = now + pause;
+    if (slow == 2 && (until < 0 || until > now + RESCAN)) until = now + RESCAN;
     if (any || (deadline >= 0 && deadline <= now)) until = now;
-    r = lmp_poll(&h, f, (unsigned)n, until);
+    r = lmp_poll(&h, f, (unsigned)(2 * n), until);
     disarm(L, w, n, f);
     if (r == -2) return lmp_error(L, "lmp: interrupted");
     if (r < 0) return lmp_syserror(L, "mp.wait: poll");
