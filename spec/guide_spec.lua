@@ -54,6 +54,14 @@ describe("doc/guide.md", function()
     for section in pairs(expect) do assert.is_true(seen[section], section) end
   end)
 
+  it("has only scripts that start with require, so each can be pasted into a file as it is", function()
+    for _, b in ipairs(all) do
+      if not b.code:match("^%-%- sketch") then
+        assert.truthy(b.code:match('^local mp = require "lmp"\n'), "in '" .. b.section .. "':\n" .. b.code)
+      end
+    end
+  end)
+
   for n, b in ipairs(all) do
     if not b.code:match("^%-%- sketch") then
       it("runs the script of '" .. b.section .. "' (#" .. n .. ")", function()
