@@ -78,7 +78,8 @@ FUZZ_RUNS ?= 1000000
 FUZZ_ARGS ?= -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
 # Specs that valgrind runs (only those present).
-VALGRIND_SPECS = $(wildcard spec/codec_spec.lua spec/process_spec.lua spec/pool_spec.lua)
+VALGRIND_SPECS = $(wildcard spec/codec_spec.lua spec/process_spec.lua spec/pool_spec.lua \
+                 spec/ipc_spec.lua)
 VALGRIND_FLAGS ?= --leak-check=full --errors-for-leak-kinds=definite --keep-debuginfo=yes \
                   --error-exitcode=99 --trace-children=no
 

@@ -1,9 +1,9 @@
 --[[
-Run the lmp benchmarks (W1-W6, see /work/shared/BENCHMARKS.md) and print one
+Run the lmp benchmarks (W1-W10, see /work/shared/BENCHMARKS.md) and print one
 markdown summary table at the end.
 
   lua5.4 bench/run.lua                  -- everything, 5 runs per side
-  lua5.4 bench/run.lua W2 W5            -- a subset (W1..W6, W10, or W1default,
+  lua5.4 bench/run.lua W2 W5            -- a subset (W1..W10, or W1default,
                                         -- W1chunk1, W4str, W4floats)
   (W10, backend "mpi" under mpirun, is skipped with a message when Open MPI,
   lmp/mpi.so or mpi4py is missing: make mpi; sh scripts/deps.sh mpi)
@@ -26,12 +26,14 @@ local DRIVERS = {
     W4str = { "W4str" }, W4floats = { "W4floats" } } },
   { script = "process.lua", names = { W5 = { "W5" } } },
   { script = "codec.lua", names = { W6 = { "W6encss", "W6decss", "W6enc", "W6dec" } } },
+  { script = "ipc.lua", names = { W7 = { "W7int", "W7str", "W7mpmc" }, W8 = { "W8" },
+    W9 = { "W9lock", "W9locked", "W9atomic" } } },
   { script = "mpi_w10.lua", names = { W10 = { "W10map", "W10apply" } } },
 }
 
 local selected = {} -- row id -> true
 local args = {}     -- script -> names to pass
-local names = #opts.names > 0 and opts.names or { "W1", "W2", "W3", "W4", "W5", "W6", "W10" }
+local names = #opts.names > 0 and opts.names or { "W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10" }
 for _, n in ipairs(names) do
   local found = false
   for _, d in ipairs(DRIVERS) do
@@ -44,7 +46,7 @@ for _, n in ipairs(names) do
     end
   end
   if not found then
-    io.stderr:write("run.lua: unknown workload " .. n .. " (W1..W6, W10, W1default, W1chunk1, W4str, W4floats)\n")
+    io.stderr:write("run.lua: unknown workload " .. n .. " (W1..W10, W1default, W1chunk1, W4str, W4floats)\n")
     os.exit(2)
   end
 end

@@ -17,6 +17,9 @@ local expect = {
     "^0.1\t%d+\t0.1%d s\n0.2\t%d+\t0.2%d s\n0.3\t%d+\t0.3%d s\ntrue\nfalse\tlmp: cancelled",
   },
   ["Driving a pool from an event loop"] = { "1 4 9 16\n" },
+  ["Producer and consumer"] = { "50005000\n" },
+  ["A worker pool fed by a queue"] = { "338350\n" },
+  ["A shared counter"] = { "4000\t2002000.0\n" },
   ["Where did the time go: traces"] = { "true\n" },
   ["Crashes, Ctrl-C and cleaning up"] = { "false\tlmp: pool worker %d+ exited with code 3 while running a task",
                                           "\nstill working\n" },
@@ -49,6 +52,14 @@ describe("doc/guide.md", function()
     local seen = {}
     for _, b in ipairs(all) do seen[b.section] = true end
     for section in pairs(expect) do assert.is_true(seen[section], section) end
+  end)
+
+  it("has only scripts that start with require, so each can be pasted into a file as it is", function()
+    for _, b in ipairs(all) do
+      if not b.code:match("^%-%- sketch") then
+        assert.truthy(b.code:match('^local mp = require "lmp"\n'), "in '" .. b.section .. "':\n" .. b.code)
+      end
+    end
   end)
 
   for n, b in ipairs(all) do

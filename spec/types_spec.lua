@@ -40,6 +40,14 @@ local function live_api()
   r:get()
   pool:close()
   pool:join()
+  -- the shared objects (an RLock has a Lock's methods, a BoundedSemaphore a
+  -- Semaphore's, SimpleQueue and JoinableQueue a Queue's)
+  local a = mp.Pipe()
+  for class, obj in pairs({ Queue = mp.Queue(), Connection = a, Lock = mp.Lock(),
+    Semaphore = mp.Semaphore(), Event = mp.Event(), Condition = mp.Condition(),
+    Barrier = mp.Barrier(2), Value = mp.Value("i"), Array = mp.Array("i", 1) }) do
+    api[class] = functions_of(getmetatable(obj).__methods)
+  end
   return api
 end
 
@@ -54,7 +62,9 @@ local function declared_types(text)
 end
 
 -- "### mp.x(" and "### pool:x(" headings in doc/api.md, mapped onto classes
-local doc_class = { mp = "mp", pool = "Pool", p = "Process", r = "AsyncResult" }
+local doc_class = { mp = "mp", pool = "Pool", p = "Process", r = "AsyncResult", q = "Queue",
+  c = "Connection", l = "Lock", s = "Semaphore", e = "Event", cond = "Condition", b = "Barrier",
+  v = "Value", arr = "Array" }
 local function declared_doc(text)
   local api = {}
   for obj, name in text:gmatch "\n###%s+`?([%w_]+)[.:]([%w_]+)" do

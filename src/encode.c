@@ -187,6 +187,22 @@ static void enc_fail(lmp_enc *E, const epath *path, const char *what) {
   lmp_error(L, "lmp: cannot serialize %s at %s", what, lua_tostring(L, -1));
 }
 
+/* an object shared across fork (a Queue, a Lock...) that the receiver was
+   forked too early to have */
+static void enc_unshared(lmp_enc *E, int idx, const epath *path) {
+  lua_State *L = E->L;
+  const char *name = "object";
+  if (lmp_getmetafield(L, idx, "__name") == LUA_TSTRING) {
+    name = lua_tostring(L, -1);
+    if (strncmp(name, "lmp.", 4) == 0) name += 4;
+  }
+  push_path(E, path);
+  lmp_error(L, "lmp: cannot send the %s at %s: the receiving process has no "
+               "copy of it (it was created after that process, the pool's "
+               "workers, or the Queue or Pipe carrying it). Create it "
+               "before them", name, lua_tostring(L, -1));
+}
+
 /* ====================================================================== */
 /* values the receiver has: library values, shared objects                */
 /* ====================================================================== */
@@ -665,6 +681,7 @@ static int enc_userdata(lmp_enc *E, int idx, const epath *path) {
   }
   /* a member added to a module since the map was built? */
   if (enc_named(E, lua_topointer(L, idx), 1)) return 0;
+  if (lmp_ident_find(L, idx) != 0) enc_unshared(E, idx, path);
   enc_fail(E, path, "userdata");
   return 0;
 }

@@ -2,10 +2,11 @@
 ** lmp.c -- the module: luaopen_lmp opens each part into one table, and
 ** publishes the capsule lmp.mpi calls lmp through (capsule.h).  The only
 ** symbol lmp.so exports.  Builds on runtime.h, procfns.h, process.h,
-** codec.h, pool.h and capsule.h.  src/DESIGN.md draws the layers.
+** codec.h, pool.h, ipc.h and capsule.h.  src/DESIGN.md draws the layers.
 */
 #include "capsule.h"
 #include "codec.h"
+#include "ipc.h"
 #include "pool.h"
 #include "procfns.h"
 #include "process.h"
@@ -26,7 +27,8 @@ static const lmp_capsule capsule = {
 
 int luaopen_lmp(lua_State *L) {
   static void (*const parts[])(lua_State *L) = {
-    lmp_procfns_open, lmp_process_open, lmp_codec_open, lmp_pool_open, NULL
+    lmp_procfns_open, lmp_process_open, lmp_codec_open, lmp_pool_open,
+    lmp_ipc_open, NULL
   };
   int i;
   lmp_runtime_open(L);

@@ -15,6 +15,18 @@
 #define LMP_POOL    "lmp.Pool"
 #define LMP_RESULT  "lmp.AsyncResult"
 #define LMP_ENCBOX  "lmp.Encoder"
+/* objects processes share (shm.h and the files above it) */
+#define LMP_LOCK      "lmp.Lock"
+#define LMP_RLOCK     "lmp.RLock"
+#define LMP_SEMAPHORE "lmp.Semaphore"
+#define LMP_CONDITION "lmp.Condition"
+#define LMP_EVENT     "lmp.Event"
+#define LMP_BARRIER   "lmp.Barrier"
+#define LMP_QUEUE     "lmp.Queue"
+#define LMP_CONN      "lmp.Connection"
+#define LMP_VALUE     "lmp.Value"
+#define LMP_ARRAY     "lmp.Array"
+#define LMP_GUARD     "lmp.Guard"          /* what hold() returns */
 
 /*
 ** Every registry key lmp uses.  String keys are registry fields; the

@@ -250,6 +250,25 @@ static int mp_as_completed(lua_State *L) {
   return 1;
 }
 
+/*
+** metatable.__fileno: an fd readable when the result's pool has replies
+** waiting (any job's), or nothing.  mp.wait(objects) polls it instead of
+** asking ready() every few milliseconds.
+*/
+static int res_fileno(lua_State *L) {
+  Job *J = checkjob(L);
+  Pool *P;
+  int fd;
+  (void)J;
+  lmp_uvfield(L, 1, JV_POOL);
+  P = (Pool *)lua_touserdata(L, -1);
+  if (P->owner != getpid() || P->T == NULL || P->state == P_TERM) return 0;
+  fd = P->T->ops->fileno(L, P->T);
+  if (fd < 0) return 0;
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
 static int res_tostring(lua_State *L) {
   Job *J = checkjob(L);
   lua_pushfstring(L, "lmp.AsyncResult{%s}", J->state == J_RUN ? "pending"
@@ -397,6 +416,8 @@ void lmp_result_open(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
     lua_pushcfunction(L, res_close);
     lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, res_fileno);
+    lua_setfield(L, -2, "__fileno");
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
   }

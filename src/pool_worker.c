@@ -36,6 +36,7 @@ typedef struct WState {
   lua_Integer failat;    /* item of the chunk being decoded, run or encoded */
   lua_Integer streamed;  /* items whose results went out one by one */
   lmp_replystats st;     /* its run, for the final reply */
+  double cpu0;           /* CPU seconds at its start; -1: not measured */
 } WState;
 
 /* the worker's end: its channel's way out (an MPI rank must leave MPI
@@ -61,20 +62,22 @@ static void w_started(WState *W) {
   W->st.started = lmp_realtime();
   W->st.cpu = -1;
   W->st.maxrss = -1;
+  W->cpu0 = -1;
   if (W->h.flags & LMP_TF_STATS) {
     struct rusage r;
-    if (getrusage(RUSAGE_SELF, &r) == 0) W->st.cpu = -cpu_seconds(&r) - 1;
+    if (getrusage(RUSAGE_SELF, &r) == 0) W->cpu0 = cpu_seconds(&r);
   }
 }
 
 static void w_ended(WState *W) {
   W->st.ended = lmp_realtime();
-  if (W->st.cpu < -0.5) {              /* -(cpu at start) - 1 */
+  if (W->cpu0 >= 0) {
     struct rusage r;
     if (getrusage(RUSAGE_SELF, &r) == 0) {
-      W->st.cpu = cpu_seconds(&r) + W->st.cpu + 1;
+      W->st.cpu = cpu_seconds(&r) - W->cpu0;
       W->st.maxrss = (int64_t)r.ru_maxrss;
-    } else W->st.cpu = -1;
+    }
+    W->cpu0 = -1;
   }
 }
 

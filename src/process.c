@@ -628,6 +628,18 @@ static void proc_finish(lua_State *L, Proc *p) {
   proc_closefds(L, p);
 }
 
+/*
+** metatable.__fileno: the result pipe's fd while it is open, or nothing.
+** mp.wait(objects) polls it beside the child's pidfd: a child whose big
+** result fills the pipe ends only once someone reads, which is_alive does.
+*/
+static int proc_fileno(lua_State *L) {
+  Proc *p = checkproc(L, 1);
+  if (p->owner != getpid() || p->fd < 0) return 0;
+  lua_pushinteger(L, p->fd);
+  return 1;
+}
+
 static int proc_gc(lua_State *L) {
   Proc *p = checkproc(L, 1);
   if (p->owner == getpid()) {
@@ -705,6 +717,7 @@ void lmp_process_open(lua_State *L) {
     {NULL, NULL}
   };
   static const luaL_Reg meta[] = {
+    {"__fileno", proc_fileno},
     {"__index", proc_index},
     {"__newindex", proc_newindex},
     {"__tostring", proc_tostring},

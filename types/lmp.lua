@@ -256,4 +256,277 @@ function AsyncResult:cancel() end
 ---@return lmp.TaskInfo
 function AsyncResult:info() end
 
+-- Talking between processes: objects made before a fork are the same objects
+-- in every process forked after it.
+
+---Waits for several objects: the ready ones, in the order given ({} on timeout).
+---(mp.wait(pid [, nohang]) is the other form, declared above.)
+---@param objects (lmp.Connection|lmp.Queue|lmp.Process|lmp.AsyncResult|integer)[]
+---@param timeout? number
+---@return any[] ready
+---@diagnostic disable-next-line: duplicate-set-field
+function mp.wait(objects, timeout) end
+
+---@param maxsize? integer 0 or less: unbounded
+---@return lmp.Queue
+function mp.Queue(maxsize) end
+
+---A Queue without maxsize (the same methods).
+---@return lmp.Queue
+function mp.SimpleQueue() end
+
+---A Queue with task_done and join.
+---@param maxsize? integer
+---@return lmp.Queue
+function mp.JoinableQueue(maxsize) end
+
+---@class lmp.Queue
+local Queue = {}
+
+---Puts v (not nil); waits on a full bounded queue. Python's (v, block, timeout) works too.
+---@param v any
+---@param timeout? number|boolean
+---@return true|nil ok
+---@return "full"? why
+function Queue:put(v, timeout) end
+
+---@param timeout? number|boolean
+---@return any v nil, "empty" on timeout
+---@return "empty"? why
+function Queue:get(timeout) end
+
+---@param v any
+---@return true|nil ok
+---@return "full"? why
+function Queue:put_nowait(v) end
+
+---@return any v
+---@return "empty"? why
+function Queue:get_nowait() end
+
+---@return integer
+function Queue:qsize() end
+
+---@return boolean
+function Queue:empty() end
+
+---@return boolean
+function Queue:full() end
+
+---Closes this process's handle (also __close).
+function Queue:close() end
+
+---JoinableQueue: one item taken from the queue is done.
+function Queue:task_done() end
+
+---JoinableQueue: waits until every item put got its task_done.
+---@param timeout? number
+---@return boolean done
+function Queue:join(timeout) end
+
+---Two Connections; duplex=false: the first receives, the second sends.
+---@param duplex? boolean
+---@return lmp.Connection a
+---@return lmp.Connection b
+function mp.Pipe(duplex) end
+
+---@class lmp.Connection
+---@field closed boolean
+---@field readable boolean
+---@field writable boolean
+local Connection = {}
+
+---Sends any serializable values as one message (nils and count kept).
+---@param ... any
+function Connection:send(...) end
+
+---The values of one send; raises "lmp: connection closed" at end of stream.
+---@return any ...
+function Connection:recv() end
+
+---@param s string
+function Connection:send_bytes(s) end
+
+---@return string
+function Connection:recv_bytes() end
+
+---True when recv would not block (no timeout: answers at once; math.huge: waits).
+---@param timeout? number
+---@return boolean
+function Connection:poll(timeout) end
+
+---@return integer fd
+function Connection:fileno() end
+
+---Closes this process's end (also __close).
+function Connection:close() end
+
+---@return lmp.Lock
+function mp.Lock() end
+
+---A Lock that its holder may acquire again (the same methods).
+---@return lmp.Lock
+function mp.RLock() end
+
+---@class lmp.Lock
+local Lock = {}
+
+---True; false on timeout; true, "owner died" if the last holder died holding it.
+---Python's acquire(block, timeout) works too.
+---@param timeout? number|boolean
+---@return boolean ok
+---@return "owner died"? why
+function Lock:acquire(timeout) end
+
+---Raises if this process does not hold the lock.
+function Lock:release() end
+
+---Acquires; the value returned releases it when closed (local g <close> = l:hold()).
+---Raises "lmp: timeout" on timeout.
+---@param timeout? number
+---@return any guard
+---@return "owner died"? why
+function Lock:hold(timeout) end
+
+---@param value? integer default 1
+---@return lmp.Semaphore
+function mp.Semaphore(value) end
+
+---A Semaphore whose release past its initial value raises (the same methods).
+---@param value? integer
+---@return lmp.Semaphore
+function mp.BoundedSemaphore(value) end
+
+---@class lmp.Semaphore
+local Semaphore = {}
+
+---@param timeout? number|boolean
+---@return boolean ok
+function Semaphore:acquire(timeout) end
+
+---@param n? integer
+function Semaphore:release(n) end
+
+---@param timeout? number
+---@return any guard
+function Semaphore:hold(timeout) end
+
+---@return integer
+function Semaphore:get_value() end
+
+---@return lmp.Event
+function mp.Event() end
+
+---@class lmp.Event
+local Event = {}
+
+function Event:set() end
+
+function Event:clear() end
+
+---@return boolean
+function Event:is_set() end
+
+---@param timeout? number
+---@return boolean is_set
+function Event:wait(timeout) end
+
+---@param lock? lmp.Lock a Lock or RLock (default: a new RLock)
+---@return lmp.Condition
+function mp.Condition(lock) end
+
+---@class lmp.Condition
+local Condition = {}
+
+---@param timeout? number|boolean
+---@return boolean ok
+---@return "owner died"? why
+function Condition:acquire(timeout) end
+
+function Condition:release() end
+
+---@param timeout? number
+---@return any guard
+function Condition:hold(timeout) end
+
+---Releases the lock, waits for a notify, takes the lock again.
+---@param timeout? number
+---@return boolean notified
+---@return "owner died"? why
+function Condition:wait(timeout) end
+
+---@param predicate fun(): any
+---@param timeout? number
+---@return any the predicate's last value
+function Condition:wait_for(predicate, timeout) end
+
+---@param n? integer
+function Condition:notify(n) end
+
+function Condition:notify_all() end
+
+---@param parties integer
+---@param action? function run by the last party to arrive
+---@param timeout? number default for wait
+---@return lmp.Barrier
+function mp.Barrier(parties, action, timeout) end
+
+---@class lmp.Barrier
+---@field broken boolean
+---@field n_waiting integer
+---@field parties integer
+local Barrier = {}
+
+---1..parties; raises "lmp: broken barrier" when broken (timeout, abort, a dead party).
+---@param timeout? number
+---@return integer
+function Barrier:wait(timeout) end
+
+function Barrier:abort() end
+
+function Barrier:reset() end
+
+---@alias lmp.TypeCode "b"|"B"|"h"|"H"|"i"|"I"|"l"|"L"|"q"|"Q"|"f"|"d"
+
+---@param typecode lmp.TypeCode
+---@param init? number
+---@param opts? {lock: boolean|lmp.Lock}
+---@return lmp.Value
+function mp.Value(typecode, init, opts) end
+
+---@class lmp.Value
+---@field value number read and written atomically
+local Value = {}
+
+---Adds n (default 1) in one atomic step; the new value.
+---@param n? number
+---@return number
+function Value:add(n) end
+
+---@return lmp.Lock
+function Value:get_lock() end
+
+---@param typecode lmp.TypeCode
+---@param n_or_values integer|number[]
+---@param opts? {lock: boolean|lmp.Lock}
+---@return lmp.Array
+function mp.Array(typecode, n_or_values, opts) end
+
+---@class lmp.Array
+---@field [integer] number 1-based, bounds checked
+local Array = {}
+
+---@param i integer
+---@param n? number
+---@return number
+function Array:add(i, n) end
+
+---@return lmp.Lock
+function Array:get_lock() end
+
+---@param i? integer
+---@param j? integer
+---@return number[]
+function Array:totable(i, j) end
+
 return mp
