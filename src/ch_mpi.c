@@ -339,7 +339,10 @@ static void ch_leave(lmp_channel *C, int code) {
 /* ---------------------------------------------------------------------- */
 /* starting                                                               */
 /* ---------------------------------------------------------------------- */
-/* hello, then rank 0's verdict; returns only if this rank may serve */
+/* hello, then rank 0's verdict; returns only if this rank may serve.  A
+   refused rank says why and exits 0, as ch_leave does: rank 0 raises the
+   error, and a non-zero status here would make mpirun kill rank 0 before
+   it could (the job's status is then rank 0's) */
 static void ch_hello(lua_State *L, chmpi *c) {
   char hello[8 + SIGMAX];
   int32_t h[2];
@@ -362,7 +365,7 @@ static void ch_hello(lua_State *L, chmpi *c) {
               "Lua or lmp build differs from rank 0's\n", c->N.rank,
               c->N.hosts[c->N.rank]);
       lmpi_finalize(&c->N);
-      c->N.X->child_exit(1);
+      c->N.X->child_exit(0);
     }
     if (st.MPI_TAG == M_STOP) ch_leave(&c->C, 0);   /* the pool failed */
   }
