@@ -10,6 +10,9 @@ make mpi).  Rank 0 prints, like bench/py_mpi_futures.py:
 
     RESULT W10map_lmp <tasks/s>   pool:map(identity, 10^5 integers, 1)
     RESULT W10apply_lmp <us>      10^4 sequential pool:apply(inc, {x})
+    RESULT W10cpu_lmp <us>        rank 0's CPU time per task in that map
+                                  (os.clock; includes its spinning waits)
+    RESULT W10map10_lmp, W10map100_lmp <tasks/s>   the same map, chunksize 10, 100
 
 The pool is created and warmed (every worker has run tasks) before the
 timed regions, and results are checked.  `identity` and `inc` are defined
@@ -41,11 +44,19 @@ for i = 1, 200 do pool:apply(inc, {i}) end
 if what == "map" or what == "both" then
   local items = {}
   for i = 1, N_MAP do items[i] = i end
-  local t0 = mp.time()
+  local t0, c0 = mp.time(), os.clock()
   local res = pool:map(identity, items, 1)
-  local t = mp.time() - t0
+  local t, c = mp.time() - t0, os.clock() - c0
   for i = 1, N_MAP do if res[i] ~= i then fail("map results") end end
   print(string.format("RESULT W10map_lmp %.1f ranks=%d workers=%d", N_MAP / t, workers + 1, workers))
+  print(string.format("RESULT W10cpu_lmp %.3f", c / N_MAP * 1e6))
+  for _, cs in ipairs{10, 100} do
+    t0 = mp.time()
+    res = pool:map(identity, items, cs)
+    t = mp.time() - t0
+    for i = 1, N_MAP do if res[i] ~= i then fail("map results, chunksize " .. cs) end end
+    print(string.format("RESULT W10map%d_lmp %.1f", cs, N_MAP / t))
+  end
 end
 if what == "apply" or what == "both" then
   local t0 = mp.time()

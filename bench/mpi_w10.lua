@@ -86,6 +86,12 @@ local rows = {
   { row = "W10apply", side = "raw", from = "raw2", key = "W10pingpong", higher = false, unit = "µs" },
   { row = "W10apply", side = "raw3", from = "raw3", key = "W10pingpong", higher = false, unit = "µs",
     info = true },
+  { row = "W10map", side = "lmp_chunk10", from = "lmp", key = "W10map10_lmp", higher = true,
+    unit = "tasks/s", info = true },
+  { row = "W10map", side = "lmp_chunk100", from = "lmp", key = "W10map100_lmp", higher = true,
+    unit = "tasks/s", info = true },
+  { row = "W10map", side = "lmp_rank0_cpu", from = "lmp", key = "W10cpu_lmp", higher = false,
+    unit = "µs/task", info = true },
 }
 
 local vals, errs, noisy = {}, {}, {}
@@ -120,8 +126,8 @@ for _, row in ipairs(rows) do
   local t = vals[row.from .. " " .. row.key]
   local st = t and B.stats(t, row.higher)
   if st and row.info then             -- not a column of the table
-    print(string.format("INFO %s %s pingpong_us %.3g (best %.3g, n=%d)", row.row, row.side,
-      st.median, st.best, st.n))
+    print(string.format("INFO %s %s median %.4g %s (best %.4g, n=%d)", row.row, row.side,
+      st.median, row.unit, st.best, st.n))
   elseif st then
     print(string.format("STAT %s %s %.6g %.6g %d", row.row, row.side, st.median, st.best, st.n))
     io.stderr:write(string.format("# %-12s %-6s %s %s (best %s, n=%d)\n", row.row, row.side,
