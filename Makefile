@@ -8,7 +8,7 @@
 #   make test-serial  the same suite under plain busted, one file after another
 #   make demo         install what the demo needs, build, run examples/pool.lua
 #   make asan         build lmp-asan/lmp.so with AddressSanitizer + UBSan (clang)
-#   make test-asan    run the busted suite against lmp-asan/lmp.so
+#   make test-asan    run the busted suite against lmp-asan/lmp.so (and lmp-asan/lmp/mpi.so)
 #   make fuzz         build the libFuzzer harness lmp-fuzz/decode_fuzz
 #   make fuzz-short   fuzz mp.decode for FUZZ_TIME seconds (default 60)
 #   make fuzz-long    fuzz mp.decode for FUZZ_RUNS inputs (default 10^6)
@@ -83,7 +83,7 @@ VALGRIND_SPECS = $(wildcard spec/codec_spec.lua spec/process_spec.lua spec/pool_
 VALGRIND_FLAGS ?= --leak-check=full --errors-for-leak-kinds=definite --keep-debuginfo=yes \
                   --error-exitcode=99 --trace-children=no
 
-.PHONY: all mpi mpi-if-present deps test test-serial demo asan test-asan fuzz fuzz-short \
+.PHONY: all mpi mpi-if-present asan-mpi-if-present deps test test-serial demo asan test-asan fuzz fuzz-short \
         fuzz-long corpus valgrind bench install uninstall clean
 
 all: lmp.so
@@ -169,18 +169,31 @@ $(ASAN_DIR)/lmp.so: $(SRC) $(HDR)
 	@mkdir -p $(ASAN_DIR)
 	$(CLANG) $(SAN_CFLAGS) -I$(LUA_INCDIR) -Isrc -shared -o $@ $(SRC) $(LDFLAGS)
 
+# lmp.mpi sanitized too (test-asan puts it at lmp-asan/lmp/mpi.so); Open MPI
+# itself is not instrumented
+$(ASAN_DIR)/mpi.so: $(MPI_SRC) $(HDR)
+	@mkdir -p $(ASAN_DIR)
+	$(CLANG) $(SAN_CFLAGS) $(MPI_CFLAGS) -I$(LUA_INCDIR) -Isrc -shared -o $@ $(MPI_SRC) \
+	  $(MPI_LIBS) $(LDFLAGS)
+
+asan-mpi-if-present:
+	@if [ -n "$(HAVE_MPI)" ]; then $(MAKE) --no-print-directory $(ASAN_DIR)/mpi.so; \
+	 else echo "note: Open MPI not installed: backend \"mpi\" specs will be pending" >&2; fi
+
 test-asan:
 	@sh scripts/deps.sh test asan
-	@$(MAKE) --no-print-directory $(ASAN_DIR)/lmp.so mpi-if-present
+	@$(MAKE) --no-print-directory $(ASAN_DIR)/lmp.so asan-mpi-if-present
 	@rt=$$($(CLANG) -print-file-name=libclang_rt.asan-x86_64.so); \
 	 if [ ! -f "$$rt" ]; then \
 	   echo "test-asan: clang's ASan runtime not found (install libclang-rt-14-dev)" >&2; exit 1; fi; \
 	 busted=$$(command -v $(BUSTED)) || { echo "test-asan: $(BUSTED) not found" >&2; exit 1; }; \
-	 find $(ASAN_DIR) -mindepth 1 -maxdepth 1 ! -name lmp.so -exec rm -rf {} +; \
+	 find $(ASAN_DIR) -mindepth 1 -maxdepth 1 ! -name lmp.so ! -name mpi.so -exec rm -rf {} +; \
 	 for f in * .[!.]*; do \
-	   case "$$f" in .git|lmp.so|$(ASAN_DIR)|$(FUZZ_DIR)) continue ;; esac; \
+	   case "$$f" in .git|lmp.so|lmp|$(ASAN_DIR)|$(FUZZ_DIR)) continue ;; esac; \
 	   [ -e "$$f" ] && cp -Rs "$(CURDIR)/$$f" "$(ASAN_DIR)/"; \
 	 done; \
+	 if [ -f $(ASAN_DIR)/mpi.so ]; then mkdir -p $(ASAN_DIR)/lmp && \
+	   ln -sf ../mpi.so $(ASAN_DIR)/lmp/mpi.so; fi; \
 	 rm -rf $(ASAN_LOGDIR); mkdir -p $(ASAN_LOGDIR); \
 	 cd $(ASAN_DIR) || exit 1; \
 	 echo "cd $(ASAN_DIR) && LD_PRELOAD=$$rt ASAN_OPTIONS=$(ASAN_OPTS) UBSAN_OPTIONS=$(UBSAN_OPTS) LUA_CPATH_5_4='$(CURDIR)/$(ASAN_DIR)/?.so;;' $(LUA) $$busted --ignore-lua $(BUSTED_ARGS)"; \
