@@ -1,7 +1,7 @@
 /*
 ** net_mpi.c -- the MPI backend's common ground: joining MPI, frame
 ** buffers, lifeline sockets and the build signature (net_mpi.h says what
-** each is for).  Part of lmp.mpi.
+** each is for).  Part of lmp.mpi.  Builds on net_mpi.h.
 */
 #include "net_mpi.h"
 

@@ -3,7 +3,8 @@
 ** work is pool_job.c's (jobs and tasks), pool_sched.c's (the scheduler) and the
 ** transport's (tr_fork.c: forked workers; with backend = "mpi", MPI ranks
 ** through the lmp.mpi module, loaded on demand: capsule.h); pool_result.c
-** has AsyncResult.
+** has AsyncResult.  Builds on pool.h (pool_result.h), tr_fork.h and
+** capsule.h.
 */
 #include "pool.h"
 
