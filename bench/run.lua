@@ -156,6 +156,11 @@ for _, i in ipairs(info) do
   if i.key == "bytes" and i.row == "W6encss" then bytes[i.side] = tonumber(i.value) end
 end
 emit("")
+for _, i in ipairs(info) do         -- W10's extra figures (bench/mpi_w10.lua)
+  if i.row:match("^W10") and i.key == "median" then
+    emit(string.format("%s %s: %s.", i.row, i.side, i.value))
+  end
+end
 if bytes.raw then
   emit(string.format("W6 encoded size: lmp %s bytes, cjson %d bytes%s.", bytes.lmp and tostring(bytes.lmp) or "–",
     bytes.raw, bytes.lmp and string.format(" (lmp/cjson %.2f)", bytes.lmp / bytes.raw) or ""))
