@@ -78,6 +78,9 @@ describe("a task timeout", function()
     assert_error_with("lmp: task timed out after 0.5 s", r.get, r)
     -- a call's own timeout wins over the pool's
     assert.are.equal(7, pool:apply(function() mp.sleep(0.8) return 7 end, nil, { timeout = 5 }))
+    -- and math.huge lifts the default for that call (a review found it did not)
+    assert.are.equal(8, pool:apply(function() mp.sleep(0.8) return 8 end, nil, { timeout = math.huge }))
+    assert.are.same({ 9 }, pool:map(function() mp.sleep(0.8) return 9 end, { 1 }, { timeout = math.huge }))
   end)
 
   it("works for apply_async with an options table and its error_callback", function()
@@ -92,6 +95,8 @@ describe("a task timeout", function()
   it("refuses a timeout that is not a positive number", function()
     assert_error_with("lmp: timeout must be a positive number of seconds", pool.map, pool, print, { 1 }, { timeout = 0 })
     assert_error_with("lmp: timeout must be a number of seconds, got string", pool.map, pool, print, { 1 }, { timeout = "1" })
+    assert_error_with("lmp: timeout must be a positive number of seconds, got NaN", pool.map, pool, print, { 1 }, { timeout = 0 / 0 })
+    assert_error_with("lmp: Pool timeout must be a positive number of seconds, got -1", mp.Pool, { timeout = -1 })
   end)
 end)
 

@@ -356,7 +356,7 @@ static lua_Integer pool_options(lua_State *L, Pool *P) {
     lmp_typeerror(L, -1, "Pool initargs", "a table");
   lua_setfield(L, -2, "initargs");
   if (lmp_getfield(L, 1, "timeout") != LUA_TNIL)
-    P->timeout = lmp_optseconds(L, -1, "Pool timeout");
+    if ((P->timeout = lmp_optseconds(L, -1, "Pool timeout")) < 0) P->timeout = 0;
   lua_pop(L, 1);
   if (lmp_getfield(L, 1, "trace") != LUA_TNIL) {
     if (lua_type(L, -1) != LUA_TSTRING)
