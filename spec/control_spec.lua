@@ -126,6 +126,25 @@ describe("progress", function()
     assert.are.same({ 10 }, last)
   end)
 
+  it("stops with its call: a map left by an error does not run on behind later calls", function()
+    local ok, err = pcall(pool.map, pool, function(x) mp.sleep(0.05) return x end, range(6),
+      { chunksize = 1, progress = function() error("progress boom") end })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("progress boom", 1, true), err)
+    -- before the fix the dropped map's progress raised again inside this get
+    assert.are.same({ 1, 2, 3, 4 }, pool:map_async(function(x) return x end, range(4)):get())
+    -- another result's callback raising inside a map ends that map too
+    local calls = 0
+    pool:apply_async(function() return 1 end, nil, { callback = function() error("callback boom") end })
+    ok, err = pcall(pool.map, pool, function(x) mp.sleep(0.05) return x end, range(6),
+      { chunksize = 1, progress = function() calls = calls + 1 end })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("callback boom", 1, true), err)
+    local seen = calls
+    assert.are.equal("later", pool:apply(function() mp.sleep(0.4) return "later" end))
+    assert.are.equal(seen, calls, "the abandoned map still reported progress")
+  end)
+
   it("draws nothing when stderr is not a terminal", function()
     local out = run_lua([[
       local pool = mp.Pool(2)
@@ -147,6 +166,10 @@ describe("progress", function()
       'local mp = require "lmp"\n',
       'local pool = mp.Pool(2)\n',
       'pool:map(function(x) mp.sleep(0.02) return x end, (function() local t = {} for i = 1, 40 do t[i] = i end return t end)(), { chunksize = 1, progress = true })\n',
+      -- a loop left early ends its bar's line too (a review found the next
+      -- output glued to the bar)
+      'for i in pool:imap(function(x) mp.sleep(0.3) return x end, {1, 2, 3, 4, 5, 6, 7, 8}, { chunksize = 1, progress = true }) do if i == 3 then break end end\n',
+      'io.stderr:write("AFTER-BREAK\\n")\n',
       'pool:terminate()\n',
       ('io.open(%q, "w"):close()\n'):format(done))
     f:close()
@@ -160,6 +183,7 @@ describe("progress", function()
     assert.is_true(ok, "the script did not finish")
     assert.truthy(pane:find("40/40 100%", 1, true), pane)
     assert.truthy(pane:find("/s", 1, true), pane)
+    assert.truthy(pane:find("\nAFTER%-BREAK"), pane)
   end)
 end)
 

@@ -276,19 +276,42 @@ static int res_tostring(lua_State *L) {
   return 1;
 }
 
-/* `for ... in pool:imap(...)` closes the job when the loop is left: an
-   abandoned imap stops taking input */
+/* a job nobody will read: no more of its input is handed out, and what is
+   in flight is dropped when it comes back (no callback, no progress) */
+static void job_abandon(lua_State *L, Job *J, int jidx) {
+  Pool *P;
+  if (J->state != J_RUN) return;
+  J->stopped = 1;
+  J->inputdone = 1;
+  J->closed = 1;
+  lmp_uvfield(L, jidx, JV_POOL);
+  P = (Pool *)lua_touserdata(L, -1);
+  if (P->owner == getpid()) {
+    lmp_job_forget(L, lua_gettop(L), J);
+    lmp_progress_drop(L, P, lua_gettop(L), J);
+  }
+  lua_pop(L, 1);
+}
+
+/* `for ... in pool:imap(...)` closes the job when the loop is left */
 static int res_close(lua_State *L) {
   Job *J = checkjob(L);
-  if ((J->kind == K_IMAP || J->kind == K_IMAPU) && J->state == J_RUN) {
-    J->stopped = 1;
-    J->inputdone = 1;
-    J->closed = 1;
-    lmp_uvfield(L, 1, JV_POOL);
-    if (((Pool *)lua_touserdata(L, -1))->owner == getpid())
-      lmp_job_forget(L, lua_gettop(L), J);
-  }
+  if (J->kind == K_IMAP || J->kind == K_IMAPU) job_abandon(L, J, 1);
   return 0;
+}
+
+static int wait_all(lua_State *L) {
+  lmp_job_wait(L, (Job *)lua_touserdata(L, 1), 1, -1, 1);
+  return 0;
+}
+
+void lmp_job_waitcall(lua_State *L, Job *J, int jidx) {
+  lua_pushcfunction(L, wait_all);
+  lua_pushvalue(L, jidx);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    job_abandon(L, J, jidx);
+    lua_error(L);
+  }
 }
 
 /* ---------------------------------------------------------------------- */
