@@ -15,6 +15,10 @@ do
   M.ROOT = dir .. "/.."
 end
 
+-- True under `make test-asan`: the sanitized build is some 2-3 times slower,
+-- so the specs that guard against hangs with a wall-clock bound widen it.
+M.SANITIZED = (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) ~= nil
+
 -- `s` quoted for the shell
 function M.q(s)
   return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"

@@ -177,7 +177,7 @@ static int pool_apply(lua_State *L) {
   static const callform c = { "apply", 0, 0, 0 };
   Job *J = call_job(L, K_APPLY, 1, 0, &c);
   int jidx = lua_gettop(L);
-  lmp_job_wait(L, J, jidx, -1, 1);
+  lmp_job_waitcall(L, J, jidx);
   return lmp_job_result(L, J, jidx);
 }
 
@@ -192,7 +192,7 @@ static int map_common(lua_State *L, int star, int async) {
     lmp_pool_submitted(L, ownpool(L, 1), 1, 1);
     return 1;
   }
-  lmp_job_wait(L, J, jidx, -1, 1);
+  lmp_job_waitcall(L, J, jidx);
   return lmp_job_result(L, J, jidx);
 }
 
@@ -400,7 +400,7 @@ static void pool_options(lua_State *L, Pool *P, poolopts *o) {
     lmp_typeerror(L, -1, "Pool initargs", "a table");
   lua_setfield(L, -2, "initargs");
   if (lmp_getfield(L, 1, "timeout") != LUA_TNIL)
-    P->timeout = lmp_optseconds(L, -1, "Pool timeout");
+    if ((P->timeout = lmp_optseconds(L, -1, "Pool timeout")) < 0) P->timeout = 0;
   lua_pop(L, 1);
   pool_traceopt(L, P, o->mpi);
   if (lmp_getfield(L, 1, "maxtasksperchild") != LUA_TNIL) {

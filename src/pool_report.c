@@ -84,6 +84,22 @@ void lmp_progress_report(lua_State *L, Pool *P, int pidx, int force) {
   lua_pop(L, 1);
 }
 
+void lmp_progress_drop(lua_State *L, Pool *P, int pidx, Job *J) {
+  if (J->progress == 0) return;
+  lmp_uvfield(L, pidx, "progress");
+  if (lmp_rawgeti(L, -1, J->id) == LUA_TUSERDATA &&
+      lua_touserdata(L, -1) == (void *)J) {
+    lua_pushnil(L);
+    lua_rawseti(L, -3, J->id);
+    P->nprogress--;
+    if (J->progress == 1 && J->drawn > 0 && isatty(STDERR_FILENO)) {
+      fputc('\n', stderr);
+      fflush(stderr);
+    }
+  }
+  lua_pop(L, 2);
+}
+
 /* ---------------------------------------------------------------------- */
 /* traces                                                                 */
 /* ---------------------------------------------------------------------- */

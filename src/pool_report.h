@@ -14,6 +14,10 @@
 LMP_INTERNAL void lmp_progress_report(lua_State *L, Pool *P, int pidx,
                                       int force);
 
+/* the job J leaves the reports unfinished (abandoned): no more calls,
+   and a bar drawn so far gets its newline */
+LMP_INTERNAL void lmp_progress_drop(lua_State *L, Pool *P, int pidx, Job *J);
+
 typedef struct lmp_trace lmp_trace;
 /* starts a trace file (JSON trace event format); raises if it cannot */
 LMP_INTERNAL lmp_trace *lmp_trace_open(lua_State *L, const char *path);
