@@ -971,6 +971,41 @@ describe("mp.wait(objects)", function()
     assert.are.same({ a:fileno() }, mp.wait({ a:fileno() }, 5))
   end)
 
+  it("waits for an object with a fileno method or a fileno field", function()
+    local a, b = mp.Pipe()
+    b:send(1)
+    local viamt = setmetatable({}, { __index = { fileno = function() return a:fileno() end } })
+    local plain = { fileno = function() return a:fileno() end }
+    assert.are.same({ viamt }, mp.wait({ viamt }, 5))
+    assert.are.same({ plain }, mp.wait({ plain }, 5))
+    assert.are.same({ viamt, plain }, mp.wait({ viamt, plain }, 5))
+    a:recv()
+    assert.are.same({}, mp.wait({ viamt, plain }, 0))
+  end)
+
+  it("returns an empty list at once for no objects and no timeout", function()
+    -- in a fresh interpreter: waiting for ever must not hang busted
+    local out = run_lua([[
+      local got = mp.wait({})
+      print("type=" .. type(got))
+      print("n=" .. #got)
+      got = mp.wait({}, 0.01)
+      print("timed=" .. type(got))
+      print("m=" .. #got)
+    ]], 30)
+    local f = fields(out)
+    assert.are.equal("table", f.type, out)
+    assert.are.equal("0", f.n, out)
+    assert.are.equal("table", f.timed, out)
+    assert.are.equal("0", f.m, out)
+  end)
+
+  it("raises on a negative fd instead of waiting for nothing", function()
+    assert_error_with("lmp: mp.wait: objects[1]: -1 is not a valid fd", mp.wait, { -1 }, 0.5)
+    assert_error_with("lmp: mp.wait: objects[2]: -5 is not a valid fd", mp.wait,
+      { mp.Pipe(), { fileno = function() return -5 end } }, 0)
+  end)
+
   it("keeps the pid form, and raises on what it cannot wait for", function()
     local out = run_lua([[
       local pid = assert(mp.fork())

@@ -260,8 +260,9 @@ function AsyncResult:info() end
 -- in every process forked after it.
 
 ---Waits for several objects: the ready ones, in the order given ({} on timeout).
+---No objects: {} at once without a timeout, after it with one. A negative fd raises.
 ---(mp.wait(pid [, nohang]) is the other form, declared above.)
----@param objects (lmp.Connection|lmp.Queue|lmp.Process|lmp.AsyncResult|integer)[]
+---@param objects (lmp.Connection|lmp.Queue|lmp.Process|lmp.AsyncResult|integer|{fileno: fun(self): integer})[]
 ---@param timeout? number
 ---@return any[] ready
 ---@diagnostic disable-next-line: duplicate-set-field
