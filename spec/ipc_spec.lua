@@ -851,6 +851,14 @@ describe("mp.Value", function()
   it("raises on out-of-range values, bad type codes and unknown fields", function()
     assert_error_with("lmp: 128 is out of range for type 'b'", mp.Value, "b", 128)
     assert_error_with("lmp: -1 is out of range for type 'I'", mp.Value, "I", -1)
+    -- every unsigned type refuses negatives, at creation and on writes
+    for _, c in ipairs({ "B", "H", "I", "L", "Q" }) do
+      assert_error_with("lmp: -5 is out of range for type '" .. c .. "'", mp.Value, c, -5)
+      local u = mp.Value(c, 1)
+      assert_error_with("lmp: -1 is out of range for type '" .. c .. "'", function() u.value = -1 end)
+      assert.are.equal(1, u.value)
+    end
+    assert_error_with("lmp: -2 is out of range for type 'Q'", mp.Array, "Q", { 1, -2 })
     assert_error_with("lmp: type code must be one of b B h H i I l L q Q f d, got x", mp.Value, "x", 1)
     assert_error_with("lmp: value must be an integer, got 1.5", mp.Value, "i", 1.5)
     local v = mp.Value("i", 1)
@@ -869,6 +877,18 @@ describe("mp.Value", function()
     local d = mp.Value("d", 1.5)
     assert.are.equal(2.0, d:add(0.5))
     assert.are.equal(-128, mp.Value("b", 127):add(1))   -- wraps at its width
+    assert.are.equal(255, mp.Value("B", 0):add(-1))
+  end)
+
+  it("reads an L or Q past math.maxinteger (only add gets there) as a float", function()
+    local q = mp.Value("Q", math.maxinteger)
+    assert.are.equal(2.0 ^ 63, q:add(1))
+    assert.are.equal("float", math.type(q.value))
+    assert.are.equal(math.maxinteger, q:add(-1))
+    assert.are.equal("integer", math.type(q.value))
+    local l = mp.Value("L", 0)
+    assert.are.equal(2.0 ^ 64, l:add(-1))                -- 2^64 - 1, as a float
+    assert.is_true(l.value > 0)
   end)
 
   it("has a lock by default, none with {lock = false}, or the one given", function()
@@ -915,13 +935,27 @@ describe("mp.Array", function()
     assert.are.same({}, b:totable(3, 2))
   end)
 
-  it("checks bounds with clear errors", function()
+  it("checks bounds of writes with clear errors", function()
     local a = mp.Array("h", 3)
-    assert_error_with("lmp: index 4 out of range (Array of 3)", function() return a[4] end)
+    assert_error_with("lmp: index 4 out of range (Array of 3)", function() a[4] = 1 end)
     assert_error_with("lmp: index 0 out of range (Array of 3)", function() a[0] = 1 end)
+    assert_error_with("lmp: index 4 out of range (Array of 3)", a.add, a, 4)
     assert_error_with("lmp: Array index must be an integer, got string", function() a.x = 1 end)
     assert_error_with("lmp: 40000 is out of range for type 'h'", function() a[1] = 40000 end)
     assert_error_with("lmp: bad Array size -1", mp.Array, "i", -1)
+  end)
+
+  it("reads nil outside 1..#arr, as a Lua table does, so ipairs stops", function()
+    local a = mp.Array("i", { 4, 5 })
+    local seen = {}
+    for i, x in ipairs(a) do seen[i] = x end
+    assert.are.same({ 4, 5 }, seen)
+    assert.is_nil(a[#a + 1])
+    assert.is_nil(a[0])
+    assert.is_nil(a[-1])
+    assert.is_nil(a[1.5])
+    assert.are.equal(5, a[2.0])
+    assert.is_nil(mp.Array("d", 0)[1])
   end)
 
   it("is shared with children, and add is atomic per element", function()
