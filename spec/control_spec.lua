@@ -253,6 +253,17 @@ describe("AsyncResult:info", function()
     assert.is_true(info.cpu > 0)
     assert.is_true(info.maxrss > 0)
   end)
+
+  it("tells the worker's pid while the task runs, before anything else is known", function()
+    local ev, who = mp.Event(), mp.Value("i", 0)   -- before the pool: its workers share them
+    local pool <close> = mp.Pool(1)
+    local r = pool:submit(function() who.value = mp.getpid() ev:set() mp.sleep(30) end)
+    assert.is_true(ev:wait(20))
+    local info = r:info()
+    assert.are.equal(who.value, info.pid)
+    assert.is_nil(info.ended)
+    pool:terminate()
+  end)
 end)
 
 describe("Pool:fileno and Pool:poll", function()

@@ -69,14 +69,15 @@ static int worker_hasroom(Pool *P, int i, int depth) {
 ** the next chunk of the first job in submission order that has input left
 ** and is not held back.  Jobs with nothing left leave the order queue.
 */
-static int next_task(lua_State *L, Pool *P, int pidx) {
+static int next_task(lua_State *L, Pool *P, int pidx, Job **job) {
   int t = 0, order;
   lua_Integer k;
+  *job = NULL;
   while (P->requeue && t == 0) {
     t = P->requeue;
     P->requeue = P->tasks[t].next;
     if (P->requeue == 0) P->requeuetail = 0;
-    if (lmp_job_push(L, pidx, P->tasks[t].job) == NULL) {
+    if ((*job = lmp_job_push(L, pidx, P->tasks[t].job)) == NULL) {
       lmp_task_free(P, t);             /* its imap was abandoned */
       t = 0;
     }
@@ -98,6 +99,7 @@ static int next_task(lua_State *L, Pool *P, int pidx) {
         continue;
       }
       t = lmp_job_nexttask(L, P, lua_gettop(L));
+      if (t != 0) *job = J;
     }
     if (J == NULL || J->stopped || J->inputdone) {
       lua_pushnil(L);                  /* nothing left to send: it leaves */
@@ -123,11 +125,13 @@ static int next_task(lua_State *L, Pool *P, int pidx) {
 */
 static void dispatch(lua_State *L, Pool *P, int pidx, int depth) {
   int i, level, t = 1;
+  Job *J;
   for (i = 0; i < P->n; i++) P->w[i].full = P->T->ops->backlog(P->T, i);
   for (level = 1; t != 0 && level <= depth; level++) {
     for (i = 0; i < P->n; i++) {
       if (!worker_hasroom(P, i, depth) || P->w[i].nq >= level) continue;
-      if ((t = next_task(L, P, pidx)) == 0) break;
+      if ((t = next_task(L, P, pidx, &J)) == 0) break;
+      if (J->stats) J->pid = P->T->ops->ident(P->T, i);  /* info() now */
       worker_send(L, P, pidx, i, t);
     }
   }
