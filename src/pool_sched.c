@@ -444,9 +444,14 @@ static void fail_all(lua_State *L, Pool *P, int pidx, const char *why) {
     while (lua_next(L, -2)) {
       Job *J = (Job *)lua_touserdata(L, -1);
       if (J->state == J_RUN) {
-        if (lmp_uvfield(L, pidx, "initerror") == LUA_TNIL) {
+        int t = lmp_uvfield(L, pidx, "initerror");
+        if (t == LUA_TNIL) {
           lua_pop(L, 1);
           lua_pushstring(L, why);
+        } else if (t == LUA_TSTRING) { /* said where it comes from */
+          lua_pushfstring(L, "lmp: pool initializer failed in a replacement "
+                             "worker: %s", lua_tostring(L, -1));
+          lua_remove(L, -2);
         }
         J->inflight = 0;
         J->inputdone = 1;
