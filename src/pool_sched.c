@@ -268,9 +268,18 @@ static void task_done(lua_State *L, Pool *P, int i, Job *J, int jidx,
   if (st->ended > J->ended) J->ended = st->ended;
   if (st->cpu >= 0) J->cpu = (J->cpu < 0 ? 0 : J->cpu) + st->cpu;
   if (st->maxrss > J->maxrss) J->maxrss = st->maxrss;
-  if (P->trace != NULL)
+  if (P->trace != NULL) {
+    const char *msg = NULL;            /* the error, if it is this task's */
+    if (failed && J->errindex >= k->start &&
+        J->errindex < k->start + k->count &&
+        lmp_uvfield(L, jidx, JV_ERR) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
     lmp_trace_task(L, P->trace, jidx, J->pid, st, k->count, k->argslen,
-                   replylen, failed);
+                   replylen, failed, msg);
+    if (failed && J->errindex >= k->start &&
+        J->errindex < k->start + k->count)
+      lua_pop(L, 1);
+  }
 }
 
 /* one reply frame from worker i */
@@ -332,14 +341,15 @@ static void reply_handle(lua_State *L, Pool *P, int pidx, int i,
   if (J != NULL) {                     /* NULL: an abandoned imap */
     int jidx = lua_gettop(L);
     lua_Integer count = P->tasks[t].count - w->itemsdone;
-    task_done(L, P, i, J, jidx, &st, &P->tasks[t], n,
-              R.status != LMP_RS_OK);
+    int ok;
     lua_pushcfunction(L, reply_decode);
     lua_pushlightuserdata(L, &R);
     lua_pushvalue(L, jidx);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
-      lmp_job_seterror(L, J, jidx, R.start);
+    ok = lua_pcall(L, 2, 0, 0) == LUA_OK;
+    if (!ok) lmp_job_seterror(L, J, jidx, R.start);
     else if (R.status == LMP_RS_OK) J->done += count;
+    task_done(L, P, i, J, jidx, &st, &P->tasks[t], n,
+              !ok || R.status != LMP_RS_OK);
     J->inflight--;
     lmp_job_check(L, J, jidx);
   }
@@ -366,7 +376,7 @@ static double item_began(Worker *w);
 
 /* the trace's slice of the task worker i was running when it was lost */
 static void trace_dead(lua_State *L, Pool *P, int pidx, Worker *w,
-                       lua_Integer who, int t) {
+                       lua_Integer who, int t, const char *what) {
   lmp_replystats st;
   double now = lmp_now();
   if (lmp_job_push(L, pidx, P->tasks[t].job) != NULL) {
@@ -375,7 +385,8 @@ static void trace_dead(lua_State *L, Pool *P, int pidx, Worker *w,
     st.cpu = -1;
     st.maxrss = -1;
     lmp_trace_task(L, P->trace, lua_gettop(L), who, &st, P->tasks[t].count,
-                   P->tasks[t].argslen, 0, 1);
+                   P->tasks[t].argslen, 0, 1,
+                   w->timedout > 0 ? "timed out" : what);
   }
   lua_pop(L, 1);
 }
@@ -389,7 +400,8 @@ static void worker_lost(lua_State *L, Pool *P, int pidx, int i) {
   int k;
   lua_Integer who = P->T->ops->ident(P->T, i);
   P->T->ops->lost(L, P->T, i);         /* [what] */
-  if (P->trace != NULL) lmp_trace_lost(P->trace, who, lua_tostring(L, -1));
+  if (P->trace != NULL)
+    lmp_trace_worker(P->trace, who, "worker lost", lua_tostring(L, -1));
   if (!w->ready && !P->broken) {       /* its initializer killed it */
     lua_pushfstring(L, "lmp: %s while running the initializer",
                     lua_tostring(L, -1));
@@ -398,7 +410,7 @@ static void worker_lost(lua_State *L, Pool *P, int pidx, int i) {
   for (k = 0; k < w->nq; k++) {
     int t = w->q[k];
     if (k == 0) {
-      if (P->trace != NULL) trace_dead(L, P, pidx, w, who, t);
+      if (P->trace != NULL) trace_dead(L, P, pidx, w, who, t, lua_tostring(L, -1));
       /* the item it was running (a streamed task's earlier items are in) */
       if (w->timedout > 0)
         lua_pushfstring(L, "lmp: task timed out after %f s",
@@ -691,6 +703,9 @@ int lmp_pool_respawn(lua_State *L, Pool *P, int pidx) {
       P->respawnat = lmp_now() + RESPAWN;
       return -1;
     }
+    if (P->trace != NULL)
+      lmp_trace_worker(P->trace, P->T->ops->ident(P->T, i), "worker started",
+                       "a replacement");
     memset(&P->w[i], 0, sizeof P->w[i]);
     P->nempty--;
   }
