@@ -78,6 +78,9 @@ describe("a task timeout", function()
     assert_error_with("lmp: task timed out after 0.5 s", r.get, r)
     -- a call's own timeout wins over the pool's
     assert.are.equal(7, pool:apply(function() mp.sleep(0.8) return 7 end, nil, { timeout = 5 }))
+    -- and math.huge lifts the default for that call (a review found it did not)
+    assert.are.equal(8, pool:apply(function() mp.sleep(0.8) return 8 end, nil, { timeout = math.huge }))
+    assert.are.same({ 9 }, pool:map(function() mp.sleep(0.8) return 9 end, { 1 }, { timeout = math.huge }))
   end)
 
   it("works for apply_async with an options table and its error_callback", function()
@@ -92,6 +95,8 @@ describe("a task timeout", function()
   it("refuses a timeout that is not a positive number", function()
     assert_error_with("lmp: timeout must be a positive number of seconds", pool.map, pool, print, { 1 }, { timeout = 0 })
     assert_error_with("lmp: timeout must be a number of seconds, got string", pool.map, pool, print, { 1 }, { timeout = "1" })
+    assert_error_with("lmp: timeout must be a positive number of seconds, got NaN", pool.map, pool, print, { 1 }, { timeout = 0 / 0 })
+    assert_error_with("lmp: Pool timeout must be a positive number of seconds, got -1", mp.Pool, { timeout = -1 })
   end)
 end)
 
@@ -121,6 +126,25 @@ describe("progress", function()
     assert.are.same({ 10 }, last)
   end)
 
+  it("stops with its call: a map left by an error does not run on behind later calls", function()
+    local ok, err = pcall(pool.map, pool, function(x) mp.sleep(0.05) return x end, range(6),
+      { chunksize = 1, progress = function() error("progress boom") end })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("progress boom", 1, true), err)
+    -- before the fix the dropped map's progress raised again inside this get
+    assert.are.same({ 1, 2, 3, 4 }, pool:map_async(function(x) return x end, range(4)):get())
+    -- another result's callback raising inside a map ends that map too
+    local calls = 0
+    pool:apply_async(function() return 1 end, nil, { callback = function() error("callback boom") end })
+    ok, err = pcall(pool.map, pool, function(x) mp.sleep(0.05) return x end, range(6),
+      { chunksize = 1, progress = function() calls = calls + 1 end })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("callback boom", 1, true), err)
+    local seen = calls
+    assert.are.equal("later", pool:apply(function() mp.sleep(0.4) return "later" end))
+    assert.are.equal(seen, calls, "the abandoned map still reported progress")
+  end)
+
   it("draws nothing when stderr is not a terminal", function()
     local out = run_lua([[
       local pool = mp.Pool(2)
@@ -142,6 +166,10 @@ describe("progress", function()
       'local mp = require "lmp"\n',
       'local pool = mp.Pool(2)\n',
       'pool:map(function(x) mp.sleep(0.02) return x end, (function() local t = {} for i = 1, 40 do t[i] = i end return t end)(), { chunksize = 1, progress = true })\n',
+      -- a loop left early ends its bar's line too (a review found the next
+      -- output glued to the bar)
+      'for i in pool:imap(function(x) mp.sleep(0.3) return x end, {1, 2, 3, 4, 5, 6, 7, 8}, { chunksize = 1, progress = true }) do if i == 3 then break end end\n',
+      'io.stderr:write("AFTER-BREAK\\n")\n',
       'pool:terminate()\n',
       ('io.open(%q, "w"):close()\n'):format(done))
     f:close()
@@ -155,6 +183,7 @@ describe("progress", function()
     assert.is_true(ok, "the script did not finish")
     assert.truthy(pane:find("40/40 100%", 1, true), pane)
     assert.truthy(pane:find("/s", 1, true), pane)
+    assert.truthy(pane:find("\nAFTER%-BREAK"), pane)
   end)
 end)
 
@@ -224,6 +253,17 @@ describe("AsyncResult:info", function()
     assert.is_true(info.cpu > 0)
     assert.is_true(info.maxrss > 0)
   end)
+
+  it("tells the worker's pid while the task runs, before anything else is known", function()
+    local ev, who = mp.Event(), mp.Value("i", 0)   -- before the pool: its workers share them
+    local pool <close> = mp.Pool(1)
+    local r = pool:submit(function() who.value = mp.getpid() ev:set() mp.sleep(30) end)
+    assert.is_true(ev:wait(20))
+    local info = r:info()
+    assert.are.equal(who.value, info.pid)
+    assert.is_nil(info.ended)
+    pool:terminate()
+  end)
 end)
 
 describe("Pool:fileno and Pool:poll", function()
@@ -280,11 +320,12 @@ describe("a trace", function()
     local pool = mp.Pool{ processes = 2, trace = path }
     pool:map(function(x) return x end, range(10), 1)
     pcall(pool.apply, pool, function() os.exit(3) end)
+    pcall(pool.apply, pool, function() error("traced failure") end)
     pool:close()
     pool:join()
     local events = cjson.decode(support.slurp(path))
     os.remove(path)
-    local tasks, lost = 0, 0
+    local tasks, marks, messages = 0, {}, {}
     for _, e in ipairs(events) do
       if e.ph == "X" then
         tasks = tasks + 1
@@ -292,10 +333,17 @@ describe("a trace", function()
         assert.is_true(e.dur >= 0)
         assert.is_number(e.tid)
         assert.is_number(e.args.items)
-      elseif e.ph == "i" then lost = lost + 1 end
+        if e.args.error then messages[#messages + 1] = e.args.message end
+      elseif e.ph == "i" then marks[#marks + 1] = e.name end
     end
-    assert.are.equal(11, tasks)      -- 10 items, chunksize 1; and the apply
-    assert.are.equal(1, lost)
+    assert.are.equal(12, tasks)      -- 10 items, chunksize 1; and the two applies
+    table.sort(marks)
+    assert.are.same({ "worker lost", "worker started" }, marks)
+    -- failed slices say why: the lost worker's exit, the task's error
+    assert.are.equal(2, #messages)
+    table.sort(messages)
+    assert.truthy(messages[1]:find("exited with code 3", 1, true), messages[1])
+    assert.truthy(messages[2]:find("traced failure", 1, true), messages[2])
   end)
 
   it("starts with pool:trace(path) and refuses a path it cannot write", function()

@@ -131,6 +131,24 @@ describe("a task's environment", function()
     assert.truthy(f.err:find("Create the pool after this environment exists, or define the function under _G", 1, true), out)
     assert.is_true(tonumber(f.len) < 400, out)
   end)
+
+  it("holding a global C value assigned after the pool, names that global when the worker lacks it", function()
+    -- what a pool made in a busted --helper meets: the spec's values reach a
+    -- userdata or C function by its global name, and the worker has no such global
+    local out = run_lua([[
+      local pool = mp.Pool(1)
+      LATE_FN = string.gmatch("a", "a")   -- a C closure, in no module
+      local g = LATE_FN
+      local ok, err = pcall(pool.apply, pool, function() return type(g) end)
+      print("ok=" .. tostring(ok))
+      print("err=" .. tostring(err):gsub("\n", " "))
+      pool:terminate()
+    ]], 30)
+    local f = fields(out)
+    assert.equal("false", f.ok, out)
+    assert.truthy(f.err:find("global LATE_FN is not set in this process", 1, true), out)
+    assert.truthy(f.err:find("started before it was assigned", 1, true), out)
+  end)
 end)
 
 describe("a module the parent required after the pool started", function()

@@ -162,8 +162,9 @@ local function expected(c)
   if k == "huge" then return "success" end
   if s:match("^initializer") then
     if s == "initializer/replacement" then
-      if DEATH[k] then return { "lmp: pool worker %d+ " .. DEATH[k] .. " while running the initializer" } end
-      return { MARK }
+      local broken = "^lmp: pool initializer failed in a replacement worker: "
+      if DEATH[k] then return { broken .. "lmp: pool worker %d+ " .. DEATH[k] .. " while running the initializer" } end
+      return { broken .. ".*" .. MARK }
     end
     if DEATH[k] then return { "^lmp: pool initializer failed: lmp: pool worker %d+ " .. DEATH[k] .. " while running the initializer" } end
     if k == "unserializable" then return { "^lmp: pool initializer failed: lmp: .*serializ" } end

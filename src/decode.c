@@ -211,6 +211,11 @@ static void dec_named(lmp_dec *D) {
       lua_pushvalue(L, base + 3);
       lmp_rawget(L, base + 2);
     } else lua_pushnil(L);                             /* [.., key, v] */
+    if (lua_isnil(L, -1) && strcmp(lua_tostring(L, base), "_G") == 0)
+      lmp_error(L, "lmp: decode: global %s is not set in this process: the "
+                   "sender sent its value (a userdata or C function) by its "
+                   "global name, and this process started before it was "
+                   "assigned", lua_tostring(L, base + 3));
     if (lua_isnil(L, -1))
       lmp_error(L, "lmp: decode: library value %s.%s is not loaded in this "
                    "process", lua_tostring(L, base), lua_tostring(L, base + 3));

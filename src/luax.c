@@ -120,10 +120,12 @@ double lmp_optseconds(lua_State *L, int idx, const char *what) {
   if (lua_type(L, idx) != LUA_TNUMBER)
     lmp_typeerror(L, idx, what, "a number of seconds");
   t = lua_tonumber(L, idx);
-  if (!(t > 0))
+  if (t != t)
+    lmp_error(L, "lmp: %s must be a positive number of seconds, got NaN", what);
+  if (!(t > 0))   /* 0 would fail every task before it starts */
     lmp_error(L, "lmp: %s must be a positive number of seconds, got %s",
               what, lua_tostring(L, idx));
-  return t > 1e9 ? 0 : (double)t;     /* math.huge: none */
+  return t > 1e9 ? -1 : (double)t;    /* math.huge: none, said explicitly */
 }
 
 int lmp_pushargs(lua_State *L, int idx) {

@@ -79,7 +79,8 @@ LMP_INTERNAL int lmp_nupvalues(lua_State *L, int idx);
 */
 LMP_INTERNAL void lmp_checkopts(lua_State *L, int idx, const char *call,
                                 const char *const names[]);
-/* an optional positive number of seconds (a timeout option); 0 if nil */
+/* an optional positive number of seconds (a timeout option); 0 if nil,
+   -1 for math.huge (none, overriding any default) */
 LMP_INTERNAL double lmp_optseconds(lua_State *L, int idx, const char *what);
 
 /* objects keep their Lua values in a table, their first user value */

@@ -173,7 +173,7 @@ static int pool_apply(lua_State *L) {
   static const callform c = { "apply", 0, 0, 0 };
   Job *J = call_job(L, K_APPLY, 1, 0, &c);
   int jidx = lua_gettop(L);
-  lmp_job_wait(L, J, jidx, -1, 1);
+  lmp_job_waitcall(L, J, jidx);
   return lmp_job_result(L, J, jidx);
 }
 
@@ -188,7 +188,7 @@ static int map_common(lua_State *L, int star, int async) {
     lmp_pool_submitted(L, ownpool(L, 1), 1, 1);
     return 1;
   }
-  lmp_job_wait(L, J, jidx, -1, 1);
+  lmp_job_waitcall(L, J, jidx);
   return lmp_job_result(L, J, jidx);
 }
 
@@ -356,7 +356,7 @@ static lua_Integer pool_options(lua_State *L, Pool *P) {
     lmp_typeerror(L, -1, "Pool initargs", "a table");
   lua_setfield(L, -2, "initargs");
   if (lmp_getfield(L, 1, "timeout") != LUA_TNIL)
-    P->timeout = lmp_optseconds(L, -1, "Pool timeout");
+    if ((P->timeout = lmp_optseconds(L, -1, "Pool timeout")) < 0) P->timeout = 0;
   lua_pop(L, 1);
   if (lmp_getfield(L, 1, "trace") != LUA_TNIL) {
     if (lua_type(L, -1) != LUA_TSTRING)

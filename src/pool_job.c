@@ -409,7 +409,8 @@ Job *lmp_job_new(lua_State *L, Pool *P, int pidx, const lmp_jobspec *s) {
   J = job_alloc(L, pidx, s);
   jidx = lua_gettop(L);
   J->id = new_id(L, P, pidx);
-  J->timeout = s->timeout > 0 ? s->timeout : P->timeout;
+  /* a call's math.huge (-1) lifts the pool's default; nil (0) keeps it */
+  J->timeout = s->timeout < 0 ? 0 : s->timeout > 0 ? s->timeout : P->timeout;
   J->stats = s->stats || P->trace != NULL;
   J->begun = lmp_now();
   J->cpu = -1;

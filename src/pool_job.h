@@ -16,7 +16,7 @@ typedef struct lmp_jobspec {
   int fn, input;        /* input: args table (apply), array or iterator */
   lua_Integer chunksize;   /* 0: the default */
   int cb, ecb;
-  double timeout;       /* per task (item), seconds; 0: the pool's */
+  double timeout;       /* per task (item), seconds; 0: the pool's; -1: none */
   int progress;         /* 0 none, -1 a bar on stderr, else the stack
                            index of a function(done, total) */
   int stats;            /* its tasks measure CPU and RSS (info()) */

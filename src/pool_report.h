@@ -14,6 +14,10 @@
 LMP_INTERNAL void lmp_progress_report(lua_State *L, Pool *P, int pidx,
                                       int force);
 
+/* the job J leaves the reports unfinished (abandoned): no more calls,
+   and a bar drawn so far gets its newline */
+LMP_INTERNAL void lmp_progress_drop(lua_State *L, Pool *P, int pidx, Job *J);
+
 typedef struct lmp_trace lmp_trace;
 /* starts a trace file (JSON trace event format); raises if it cannot */
 LMP_INTERNAL lmp_trace *lmp_trace_open(lua_State *L, const char *path);
@@ -22,10 +26,11 @@ LMP_INTERNAL void lmp_trace_task(lua_State *L, lmp_trace *t, int jidx,
                                  lua_Integer worker,
                                  const lmp_replystats *st,
                                  lua_Integer items, size_t in, size_t out,
-                                 int failed);
-/* a worker lost (and, next, replaced) */
-LMP_INTERNAL void lmp_trace_lost(lmp_trace *t, lua_Integer worker,
-                                 const char *what);
+                                 int failed, const char *error);
+/* a marker on a worker's row: "worker lost" (what became of it), "worker
+   started" (its replacement) */
+LMP_INTERNAL void lmp_trace_worker(lmp_trace *t, lua_Integer worker,
+                                   const char *name, const char *what);
 /* ends the file (valid JSON from here on) and frees t */
 LMP_INTERNAL void lmp_trace_close(lmp_trace *t);
 

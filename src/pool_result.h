@@ -11,6 +11,10 @@
    passes; `raise`: "lmp: timeout" then */
 LMP_INTERNAL void lmp_job_wait(lua_State *L, Job *J, int jidx,
                                double deadline, int raise);
+/* a blocking call's wait (apply, map): when it is left by an error -- a
+   callback's or a progress function's, Ctrl-C -- the job is abandoned
+   before the error goes on, so it does not run on behind later calls */
+LMP_INTERNAL void lmp_job_waitcall(lua_State *L, Job *J, int jidx);
 /* replaces the job on top by imap's four values: iterator, nil, nil, and
    the job (to close when a generic for is left) */
 LMP_INTERNAL int lmp_imap_iterator(lua_State *L);
