@@ -816,6 +816,18 @@ describe("mp.Barrier", function()
     assert.are.equal(1, ran.value)
   end)
 
+  it("breaks when the other party was killed and not yet joined (a zombie)", function()
+    local b = mp.Barrier(2)
+    local p = spawn(function() b:wait() end)
+    assert.is_true(support.wait_until(function() return b.n_waiting == 1 end))
+    p:kill()
+    assert.is_true(support.wait_until(function() return b.broken end, 10))
+    assert_error_with("lmp: broken barrier", b.wait, b, 30)
+    -- the status is still there for join
+    assert.is_true(p:join(10))
+    assert.are.equal(-9, p.exitcode)
+  end)
+
   it("uses its default timeout", function()
     local b = mp.Barrier(2, nil, 0.05)
     assert_error_with("lmp: broken barrier", b.wait, b)
