@@ -253,6 +253,17 @@ describe("AsyncResult:info", function()
     assert.is_true(info.cpu > 0)
     assert.is_true(info.maxrss > 0)
   end)
+
+  it("tells the worker's pid while the task runs, before anything else is known", function()
+    local ev, who = mp.Event(), mp.Value("i", 0)   -- before the pool: its workers share them
+    local pool <close> = mp.Pool(1)
+    local r = pool:submit(function() who.value = mp.getpid() ev:set() mp.sleep(30) end)
+    assert.is_true(ev:wait(20))
+    local info = r:info()
+    assert.are.equal(who.value, info.pid)
+    assert.is_nil(info.ended)
+    pool:terminate()
+  end)
 end)
 
 describe("Pool:fileno and Pool:poll", function()
@@ -309,11 +320,12 @@ describe("a trace", function()
     local pool = mp.Pool{ processes = 2, trace = path }
     pool:map(function(x) return x end, range(10), 1)
     pcall(pool.apply, pool, function() os.exit(3) end)
+    pcall(pool.apply, pool, function() error("traced failure") end)
     pool:close()
     pool:join()
     local events = cjson.decode(support.slurp(path))
     os.remove(path)
-    local tasks, lost = 0, 0
+    local tasks, marks, messages = 0, {}, {}
     for _, e in ipairs(events) do
       if e.ph == "X" then
         tasks = tasks + 1
@@ -321,10 +333,17 @@ describe("a trace", function()
         assert.is_true(e.dur >= 0)
         assert.is_number(e.tid)
         assert.is_number(e.args.items)
-      elseif e.ph == "i" then lost = lost + 1 end
+        if e.args.error then messages[#messages + 1] = e.args.message end
+      elseif e.ph == "i" then marks[#marks + 1] = e.name end
     end
-    assert.are.equal(11, tasks)      -- 10 items, chunksize 1; and the apply
-    assert.are.equal(1, lost)
+    assert.are.equal(12, tasks)      -- 10 items, chunksize 1; and the two applies
+    table.sort(marks)
+    assert.are.same({ "worker lost", "worker started" }, marks)
+    -- failed slices say why: the lost worker's exit, the task's error
+    assert.are.equal(2, #messages)
+    table.sort(messages)
+    assert.truthy(messages[1]:find("exited with code 3", 1, true), messages[1])
+    assert.truthy(messages[2]:find("traced failure", 1, true), messages[2])
   end)
 
   it("starts with pool:trace(path) and refuses a path it cannot write", function()

@@ -621,6 +621,31 @@ describe("Process:start", function()
     p:join(30)
     assert_lmp_error(p.start, p)
   end)
+
+  it("names the process in the error when it runs out of fds (ulimit -n)", function()
+    local script = tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(("package.cpath = %q .. package.cpath\n"):format(ROOT .. "/?.so;"), [[
+local mp = require "lmp"
+local held = {}
+for i = 1, 64 do held[i] = io.open("/dev/null") if not held[i] then break end end
+local p = mp.Process { target = function() end, name = "w1" }
+local ok, err = pcall(p.start, p)
+print("ok=" .. tostring(ok))
+print("err=" .. tostring(err))
+local d = mp.Process(function() end)
+ok, err = pcall(d.start, d)
+print("derr=" .. tostring(err))
+print("dname=" .. d.name)
+]])
+    f:close()
+    local out = support.run_sh("prlimit --nofile=32 lua5.4 " .. q(script), 30)
+    os.remove(script)
+    local r = fields(out)
+    assert.are.equal("false", r.ok, out)
+    assert.are.equal("lmp: w1: pipe: Too many open files", r.err, out)
+    assert.are.equal("lmp: " .. r.dname .. ": pipe: Too many open files", r.derr, out)
+  end)
 end)
 
 describe("Process:join", function()

@@ -343,14 +343,24 @@ static void bar_pid(barblk *b, int32_t pid, int32_t set) {
     }
 }
 
-static int bar_somedead(barblk *b) {
-  int i;
+/*
+** Drops the parties that died while waiting (mutex held): each one's pid
+** and its place in `count`, since it will never leave.  A filling barrier
+** that lost one is broken; a draining or resetting one whose last party
+** was the dead one opens again.
+*/
+static void bar_reap(barblk *b) {
+  int i, dead = 0;
   for (i = 0; i < BAR_PIDS; i++)
     if (b->pids[i] != 0 && !lmp_pid_alive(b->pids[i])) {
       b->pids[i] = 0;
-      return 1;
+      b->count--;
+      dead++;
     }
-  return 0;
+  if (dead == 0) return;
+  if (b->state == B_FILLING) bar_change(b, B_BROKEN);
+  else if (b->count == 0 && (b->state == B_DRAINING || b->state == B_RESETTING))
+    bar_change(b, B_FILLING);
 }
 
 /* waits (mutex held, released while asleep) until the state is not
@@ -363,8 +373,7 @@ static int bar_sleep(barblk *b, int state, const lmp_hook *h, double deadline) {
     r = lmp_futex_wait(&b->seq, seq, h, deadline, 0.2);
     lmp_mutex_enter(&b->m);
     if (r != LMP_W_OK) return r;
-    if (b->state == state && state == B_FILLING && bar_somedead(b))
-      bar_change(b, B_BROKEN);
+    if (b->state == state) bar_reap(b);
   }
   return LMP_W_OK;
 }
@@ -391,6 +400,9 @@ static int bar_wait(lua_State *L) {
   lmp_hook_save(L, &h);
   lua_settop(L, 1);
   lmp_mutex_enter(&b->m);
+  /* a party that died waiting breaks the barrier before this one counts
+     itself in: the last arriver too, which otherwise never sleeps */
+  bar_reap(b);
   /* a barrier still letting the last round out, or being reset */
   while (b->state == B_DRAINING || b->state == B_RESETTING) {
     r = bar_sleep(b, b->state, &h, -1);
@@ -447,12 +459,16 @@ static int bar_index(lua_State *L) {
   barrier *br = (barrier *)lua_touserdata(L, 1);
   const char *k = lua_tostring(L, 2);
   if (k != NULL && br->b != NULL) {
-    if (strcmp(k, "broken") == 0) {
-      lua_pushboolean(L, br->b->state == B_BROKEN);
-      return 1;
-    }
-    if (strcmp(k, "n_waiting") == 0) {
-      lua_pushinteger(L, br->b->state == B_FILLING ? br->b->count : 0);
+    int broken = strcmp(k, "broken") == 0;
+    if (broken || strcmp(k, "n_waiting") == 0) {
+      barblk *b = br->b;
+      int v;
+      lmp_mutex_enter(&b->m);
+      bar_reap(b);                      /* a dead party counts no more */
+      v = broken ? b->state == B_BROKEN : b->state == B_FILLING ? b->count : 0;
+      pthread_mutex_unlock(&b->m);
+      if (broken) lua_pushboolean(L, v);
+      else lua_pushinteger(L, v);
       return 1;
     }
     if (strcmp(k, "parties") == 0) {

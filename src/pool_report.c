@@ -140,7 +140,7 @@ static void event_start(lmp_trace *t) {
 
 void lmp_trace_task(lua_State *L, lmp_trace *t, int jidx, lua_Integer worker,
                     const lmp_replystats *st, lua_Integer items, size_t in,
-                    size_t out, int failed) {
+                    size_t out, int failed, const char *error) {
   double dur = (st->ended - st->started) * 1e6;
   event_start(t);
   fputs("{\"name\":", t->f);
@@ -155,12 +155,19 @@ void lmp_trace_task(lua_State *L, lmp_trace *t, int jidx, lua_Integer worker,
           failed ? "true" : "false");
   if (st->cpu >= 0) fprintf(t->f, ",\"cpu_s\":%.6f", st->cpu);
   if (st->maxrss >= 0) fprintf(t->f, ",\"maxrss_kb\":%lld", (long long)st->maxrss);
+  if (error != NULL) {
+    fputs(",\"message\":", t->f);
+    json_string(t->f, error);
+  }
   fputs("}}", t->f);
 }
 
-void lmp_trace_lost(lmp_trace *t, lua_Integer worker, const char *what) {
+void lmp_trace_worker(lmp_trace *t, lua_Integer worker, const char *name,
+                      const char *what) {
   event_start(t);
-  fprintf(t->f, "{\"name\":\"worker lost\",\"cat\":\"worker\",\"ph\":\"i\","
+  fputs("{\"name\":", t->f);
+  json_string(t->f, name);
+  fprintf(t->f, ",\"cat\":\"worker\",\"ph\":\"i\","
                 "\"s\":\"t\",\"ts\":%.3f,\"pid\":%ld,\"tid\":%lld,"
                 "\"args\":{\"what\":", lmp_realtime() * 1e6, t->pid,
           (long long)worker);

@@ -26,10 +26,11 @@ LMP_INTERNAL void lmp_trace_task(lua_State *L, lmp_trace *t, int jidx,
                                  lua_Integer worker,
                                  const lmp_replystats *st,
                                  lua_Integer items, size_t in, size_t out,
-                                 int failed);
-/* a worker lost (and, next, replaced) */
-LMP_INTERNAL void lmp_trace_lost(lmp_trace *t, lua_Integer worker,
-                                 const char *what);
+                                 int failed, const char *error);
+/* a marker on a worker's row: "worker lost" (what became of it), "worker
+   started" (its replacement) */
+LMP_INTERNAL void lmp_trace_worker(lmp_trace *t, lua_Integer worker,
+                                   const char *name, const char *what);
 /* ends the file (valid JSON from here on) and frees t */
 LMP_INTERNAL void lmp_trace_close(lmp_trace *t);
 

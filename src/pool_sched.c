@@ -69,14 +69,15 @@ static int worker_hasroom(Pool *P, int i, int depth) {
 ** the next chunk of the first job in submission order that has input left
 ** and is not held back.  Jobs with nothing left leave the order queue.
 */
-static int next_task(lua_State *L, Pool *P, int pidx) {
+static int next_task(lua_State *L, Pool *P, int pidx, Job **job) {
   int t = 0, order;
   lua_Integer k;
+  *job = NULL;
   while (P->requeue && t == 0) {
     t = P->requeue;
     P->requeue = P->tasks[t].next;
     if (P->requeue == 0) P->requeuetail = 0;
-    if (lmp_job_push(L, pidx, P->tasks[t].job) == NULL) {
+    if ((*job = lmp_job_push(L, pidx, P->tasks[t].job)) == NULL) {
       lmp_task_free(P, t);             /* its imap was abandoned */
       t = 0;
     }
@@ -98,6 +99,7 @@ static int next_task(lua_State *L, Pool *P, int pidx) {
         continue;
       }
       t = lmp_job_nexttask(L, P, lua_gettop(L));
+      if (t != 0) *job = J;
     }
     if (J == NULL || J->stopped || J->inputdone) {
       lua_pushnil(L);                  /* nothing left to send: it leaves */
@@ -123,11 +125,13 @@ static int next_task(lua_State *L, Pool *P, int pidx) {
 */
 static void dispatch(lua_State *L, Pool *P, int pidx, int depth) {
   int i, level, t = 1;
+  Job *J;
   for (i = 0; i < P->n; i++) P->w[i].full = P->T->ops->backlog(P->T, i);
   for (level = 1; t != 0 && level <= depth; level++) {
     for (i = 0; i < P->n; i++) {
       if (!worker_hasroom(P, i, depth) || P->w[i].nq >= level) continue;
-      if ((t = next_task(L, P, pidx)) == 0) break;
+      if ((t = next_task(L, P, pidx, &J)) == 0) break;
+      if (J->stats) J->pid = P->T->ops->ident(P->T, i);  /* info() now */
       worker_send(L, P, pidx, i, t);
     }
   }
@@ -290,9 +294,18 @@ static void task_done(lua_State *L, Pool *P, int i, Job *J, int jidx,
   if (st->ended > J->ended) J->ended = st->ended;
   if (st->cpu >= 0) J->cpu = (J->cpu < 0 ? 0 : J->cpu) + st->cpu;
   if (st->maxrss > J->maxrss) J->maxrss = st->maxrss;
-  if (P->trace != NULL)
+  if (P->trace != NULL) {
+    const char *msg = NULL;            /* the error, if it is this task's */
+    if (failed && J->errindex >= k->start &&
+        J->errindex < k->start + k->count &&
+        lmp_uvfield(L, jidx, JV_ERR) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
     lmp_trace_task(L, P->trace, jidx, J->pid, st, k->count, k->argslen,
-                   replylen, failed);
+                   replylen, failed, msg);
+    if (failed && J->errindex >= k->start &&
+        J->errindex < k->start + k->count)
+      lua_pop(L, 1);
+  }
 }
 
 /* one reply frame from worker i */
@@ -358,14 +371,15 @@ static void reply_handle(lua_State *L, Pool *P, int pidx, int i,
   if (J != NULL) {                     /* NULL: an abandoned imap */
     int jidx = lua_gettop(L);
     lua_Integer count = P->tasks[t].count - w->itemsdone;
-    task_done(L, P, i, J, jidx, &st, &P->tasks[t], n,
-              R.status != LMP_RS_OK);
+    int ok;
     lua_pushcfunction(L, reply_decode);
     lua_pushlightuserdata(L, &R);
     lua_pushvalue(L, jidx);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
-      lmp_job_seterror(L, J, jidx, R.start);
+    ok = lua_pcall(L, 2, 0, 0) == LUA_OK;
+    if (!ok) lmp_job_seterror(L, J, jidx, R.start);
     else if (R.status == LMP_RS_OK) J->done += count;
+    task_done(L, P, i, J, jidx, &st, &P->tasks[t], n,
+              !ok || R.status != LMP_RS_OK);
     J->inflight--;
     lmp_job_check(L, J, jidx);
   }
@@ -392,7 +406,7 @@ static double item_began(Worker *w);
 
 /* the trace's slice of the task worker i was running when it was lost */
 static void trace_dead(lua_State *L, Pool *P, int pidx, Worker *w,
-                       lua_Integer who, int t) {
+                       lua_Integer who, int t, const char *what) {
   lmp_replystats st;
   double now = lmp_now();
   if (lmp_job_push(L, pidx, P->tasks[t].job) != NULL) {
@@ -401,7 +415,8 @@ static void trace_dead(lua_State *L, Pool *P, int pidx, Worker *w,
     st.cpu = -1;
     st.maxrss = -1;
     lmp_trace_task(L, P->trace, lua_gettop(L), who, &st, P->tasks[t].count,
-                   P->tasks[t].argslen, 0, 1);
+                   P->tasks[t].argslen, 0, 1,
+                   w->timedout > 0 ? "timed out" : what);
   }
   lua_pop(L, 1);
 }
@@ -415,7 +430,8 @@ static void worker_lost(lua_State *L, Pool *P, int pidx, int i) {
   int k;
   lua_Integer who = P->T->ops->ident(P->T, i);
   P->T->ops->lost(L, P->T, i);         /* [what] */
-  if (P->trace != NULL) lmp_trace_lost(P->trace, who, lua_tostring(L, -1));
+  if (P->trace != NULL)
+    lmp_trace_worker(P->trace, who, "worker lost", lua_tostring(L, -1));
   if (!w->ready && !P->broken) {       /* its initializer killed it */
     lua_pushfstring(L, "lmp: %s while running the initializer",
                     lua_tostring(L, -1));
@@ -424,7 +440,7 @@ static void worker_lost(lua_State *L, Pool *P, int pidx, int i) {
   for (k = 0; k < w->nq; k++) {
     int t = w->q[k];
     if (k == 0) {
-      if (P->trace != NULL) trace_dead(L, P, pidx, w, who, t);
+      if (P->trace != NULL) trace_dead(L, P, pidx, w, who, t, lua_tostring(L, -1));
       /* the item it was running (a streamed task's earlier items are in) */
       if (w->timedout > 0)
         lua_pushfstring(L, "lmp: task timed out after %f s",
@@ -471,9 +487,14 @@ static void fail_all(lua_State *L, Pool *P, int pidx, const char *why) {
     while (lua_next(L, -2)) {
       Job *J = (Job *)lua_touserdata(L, -1);
       if (J->state == J_RUN) {
-        if (lmp_uvfield(L, pidx, "initerror") == LUA_TNIL) {
+        int t = lmp_uvfield(L, pidx, "initerror");
+        if (t == LUA_TNIL) {
           lua_pop(L, 1);
           lua_pushstring(L, why);
+        } else if (t == LUA_TSTRING) { /* said where it comes from */
+          lua_pushfstring(L, "lmp: pool initializer failed in a replacement "
+                             "worker: %s", lua_tostring(L, -1));
+          lua_remove(L, -2);
         }
         J->inflight = 0;
         J->inputdone = 1;
@@ -713,6 +734,9 @@ int lmp_pool_respawn(lua_State *L, Pool *P, int pidx) {
       P->respawnat = lmp_now() + RESPAWN;
       return -1;
     }
+    if (P->trace != NULL)
+      lmp_trace_worker(P->trace, P->T->ops->ident(P->T, i), "worker started",
+                       "a replacement");
     memset(&P->w[i], 0, sizeof P->w[i]);
     P->nempty--;
   }

@@ -358,6 +358,14 @@ static void proc_started(lua_State *L, Proc *p, pid_t pid, int rfd) {
   }
 }
 
+/* "lmp: <name>: <what>: <strerror(errno)>", the name on the stack's top */
+static int start_error(lua_State *L, const char *what) {
+  int e = errno;
+  const char *name = lua_tostring(L, -1);
+  return lmp_error(L, "lmp: %s: %s: %s", name != NULL ? name : "Process",
+                   what, strerror(e));
+}
+
 static int proc_start(lua_State *L) {
   Proc *p = ownproc(L, 1);
   int fds[2];
@@ -367,14 +375,14 @@ static int proc_start(lua_State *L) {
      their fds and zombies now, not at exit */
   check_children(L);
   lmp_uvfield(L, 1, "name");
-  if (lmp_pipe(fds) != 0) return lmp_syserror(L, "pipe");
+  if (lmp_pipe(fds) != 0) return start_error(L, "pipe");
   pid = lmp_fork(L, lua_tostring(L, -1), p->daemon ? LMP_FORK_PDEATH : 0);
   if (pid < 0) {
     int e = errno;
     close(fds[0]);
     close(fds[1]);
     errno = e;
-    return lmp_syserror(L, "fork");
+    return start_error(L, "fork");
   }
   if (pid == 0) {
     /* a collection step here would touch (and so copy) most of the

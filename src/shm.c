@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -124,8 +125,22 @@ void lmp_futex_wake(uint32_t *word, int n) {
   syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
+/*
+** A zombie answers kill(pid, 0) too: a child of ours that died and was not
+** joined yet would keep its place (a Barrier party killed, then waited for
+** by the same process, hung it).  waitid(WNOWAIT) tells such a child without
+** reaping it (its Process still gets the status); another process's zombie
+** is not ours to see, and counts as alive until its parent reaps it.
+*/
 int lmp_pid_alive(pid_t pid) {
-  return pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH;
+  siginfo_t si;
+  if (pid <= 0) return 1;
+  if (kill(pid, 0) != 0) return errno != ESRCH;
+  si.si_pid = 0;
+  if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+      si.si_pid == pid)
+    return 0;
+  return 1;
 }
 
 int lmp_wait_check(lua_State *L, int r, const char *what) {

@@ -60,6 +60,13 @@ static shv *checkshv(lua_State *L, int idx) {
 /* ---------------------------------------------------------------------- */
 #define LD(T) __atomic_load_n((T *)p, __ATOMIC_SEQ_CST)
 
+/* an L or Q element: an integer up to math.maxinteger; past it (only a
+   wrapping add gets there) a float, as Lua reads a too large numeral */
+static void push_u64(lua_State *L, uint64_t u) {
+  if (u <= (uint64_t)LUA_MAXINTEGER) lua_pushinteger(L, (lua_Integer)u);
+  else lua_pushnumber(L, (lua_Number)u);
+}
+
 static void push_elem(lua_State *L, const shv *v, lua_Integer i) {
   char *p = v->data + (size_t)i * (size_t)v->width;
   switch (v->code) {
@@ -83,6 +90,7 @@ static void push_elem(lua_State *L, const shv *v, lua_Integer i) {
       lua_pushnumber(L, (lua_Number)d);
       break;
     }
+    case 'L': case 'Q': push_u64(L, LD(uint64_t)); break;
     default: lua_pushinteger(L, (lua_Integer)LD(int64_t)); break;
   }
 }
@@ -99,7 +107,8 @@ static lua_Integer int_arg(lua_State *L, const shv *v, int idx,
     case 'H': hi = UINT16_MAX; break;
     case 'i': lo = INT32_MIN; hi = INT32_MAX; break;
     case 'I': hi = UINT32_MAX; break;
-    default: return x;                 /* 64 bits: every integer */
+    case 'L': case 'Q': hi = LUA_MAXINTEGER; break;  /* 0..2^63-1 */
+    default: return x;                 /* l, q: every integer */
   }
   if (x < lo || x > hi)
     lmp_error(L, "lmp: " LMP_FMTINT " is out of range for type '%c'",
@@ -179,6 +188,10 @@ static void add_elem(lua_State *L, const shv *v, lua_Integer i, int idx) {
       case 'H': ADDI(uint16_t); break;
       case 'i': ADDI(int32_t); break;
       case 'I': ADDI(uint32_t); break;
+      case 'L': case 'Q':
+        push_u64(L, __atomic_add_fetch((uint64_t *)p, (uint64_t)x,
+                                       __ATOMIC_SEQ_CST));
+        break;
       default: ADDI(int64_t);
     }
   }
@@ -199,7 +212,12 @@ static lua_Integer index_arg(lua_State *L, const shv *v, int idx) {
 static int v_index(lua_State *L) {
   shv *v = checkshv(L, 1);
   if (v->array && lua_type(L, 2) == LUA_TNUMBER) {
-    push_elem(L, v, index_arg(L, v, 2));
+    /* as a Lua table: nil outside 1..n (so ipairs stops); writes raise */
+    lua_Integer i;
+    int isint;
+    i = lua_tointegerx(L, 2, &isint);
+    if (isint && i >= 1 && i <= v->n) push_elem(L, v, i - 1);
+    else lua_pushnil(L);
     return 1;
   }
   if (!v->array && lua_rawequal(L, 2, UV_KEY)) {

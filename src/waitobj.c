@@ -19,11 +19,14 @@
 #include "conn.h"
 #include "queue.h"
 
+#include <limits.h>
 #include <poll.h>
 #include <string.h>
 #include <unistd.h>
 
-enum { O_FD, O_CONN, O_QUEUE, O_PROC, O_RESULT };
+/* kindof() also answers O_FILENO (an object with a fileno method, which
+   scan() turns into an O_FD) and O_NONE */
+enum { O_NONE, O_FILENO, O_FD, O_CONN, O_QUEUE, O_PROC, O_RESULT };
 
 typedef struct wobj {
   int kind;
@@ -70,10 +73,10 @@ static int kindof(lua_State *L, int idx) {
     if (has || lua_istable(L, idx)) {
       int t = lmp_getfield(L, idx, "fileno");
       lua_pop(L, 1);
-      if (t != LUA_TNIL) return -O_FD - 1;
+      if (t != LUA_TNIL) return O_FILENO;
     }
   }
-  return -1;
+  return O_NONE;
 }
 
 /*
@@ -91,11 +94,11 @@ static int scan(lua_State *L, wobj *w, int n) {
     w[i].fd = -1;
     w[i].ownfd = 0;
     w[i].ready = 0;
-    if (k == -1)
+    if (k == O_NONE)
       lmp_error(L, "lmp: mp.wait: objects[%d] is a %s, not a Connection, "
                    "Queue, Process, AsyncResult or fd", i + 1,
                 luaL_typename(L, idx));
-    if (k < -1) {                       /* an object with fileno() */
+    if (k == O_FILENO) {                /* an object with fileno() */
       lua_getfield(L, idx, "fileno");
       lua_pushvalue(L, idx);
       lua_call(L, 1, 1);
@@ -104,7 +107,13 @@ static int scan(lua_State *L, wobj *w, int n) {
     }
     w[i].kind = k;
     w[i].fd2 = k == O_PROC || k == O_RESULT ? metafileno(L, idx) : -1;
-    if (k == O_FD) w[i].fd = (int)lmp_checkint(L, idx, "fd");
+    if (k == O_FD) {
+      lua_Integer fd = lmp_checkint(L, idx, "fd");
+      if (fd < 0 || fd > INT_MAX)
+        lmp_error(L, "lmp: mp.wait: objects[%d]: %I is not a valid fd",
+                  i + 1, fd);
+      w[i].fd = (int)fd;
+    }
     else if (k == O_CONN) w[i].fd = lmp_conn_fd(L, idx);
     else if (k == O_PROC) w[i].ready = !callmethod(L, idx, "is_alive");
     else if (k == O_RESULT) w[i].ready = callmethod(L, idx, "ready");
@@ -161,6 +170,22 @@ static int waitobjs(lua_State *L) {
   struct pollfd *f;
   lmp_hook h;
   lua_settop(L, 2);
+  /* nothing to wait for: with no timeout that would be for ever (Python
+     blocks), so the empty list at once; with one, after it, as Python */
+  if (n == 0) {
+    if (deadline >= 0) {
+      lmp_hook_save(L, &h);
+      for (;;) {
+        double left = deadline - lmp_now();
+        if (left <= 0) break;
+        r = lmp_poll(&h, NULL, 0, deadline);
+        if (r == -2) return lmp_error(L, "lmp: interrupted");
+        if (r < 0) return lmp_syserror(L, "mp.wait: poll");
+      }
+    }
+    lua_newtable(L);
+    return 1;
+  }
   w = (wobj *)lmp_newud(L, sizeof *w * (size_t)(n + 1), 0);
   f = (struct pollfd *)lmp_newud(L, sizeof *f * (size_t)(2 * n + 1), 0);
   lmp_hook_save(L, &h);

@@ -260,8 +260,9 @@ function AsyncResult:info() end
 -- in every process forked after it.
 
 ---Waits for several objects: the ready ones, in the order given ({} on timeout).
+---No objects: {} at once without a timeout, after it with one. A negative fd raises.
 ---(mp.wait(pid [, nohang]) is the other form, declared above.)
----@param objects (lmp.Connection|lmp.Queue|lmp.Process|lmp.AsyncResult|integer)[]
+---@param objects (lmp.Connection|lmp.Queue|lmp.Process|lmp.AsyncResult|integer|{fileno: fun(self): integer})[]
 ---@param timeout? number
 ---@return any[] ready
 ---@diagnostic disable-next-line: duplicate-set-field
@@ -495,7 +496,7 @@ function Barrier:reset() end
 function mp.Value(typecode, init, opts) end
 
 ---@class lmp.Value
----@field value number read and written atomically
+---@field value number read and written atomically; range-checked (unsigned: no negatives; L/Q: 0..math.maxinteger)
 local Value = {}
 
 ---Adds n (default 1) in one atomic step; the new value.
@@ -513,7 +514,7 @@ function Value:get_lock() end
 function mp.Array(typecode, n_or_values, opts) end
 
 ---@class lmp.Array
----@field [integer] number 1-based, bounds checked
+---@field [integer] number? 1-based; nil outside 1..#arr (ipairs works), writes there raise
 local Array = {}
 
 ---@param i integer
