@@ -249,24 +249,26 @@ valgrind:
 	$(VALGRIND) $(VALGRIND_FLAGS) $(LUA) $$busted --ignore-lua $(BUSTED_ARGS) $(VALGRIND_SPECS)
 
 # The MPI spec's main job (spec/fixtures/mpi/job.lua main) with every rank
-# under valgrind (Open MPI's own suppressions; a rank with a definite leak or
-# a memory error exits 99, which mpirun passes on).  busted is not used: it
-# would run mpirun, not the ranks, under valgrind.
+# under valgrind.  busted is not used: it would put mpirun, not the ranks,
+# under valgrind.  Open MPI, PMIx and hwloc report errors and leaks of their
+# own that openmpi-valgrind.supp does not cover, so every rank exits 99 here;
+# scripts/valgrind_ours.lua keeps the records whose innermost frame outside
+# libc is lmp's code, and the target fails on any of those, or if the job
+# did not run to its end (joined=true).
 VALGRIND_MPI_DIR = $(CURDIR)/lmp-valgrind-mpi
 valgrind-mpi:
 	@sh scripts/deps.sh test valgrind mpi
 	@$(MAKE) --no-print-directory lmp.so lmp/mpi.so
 	@rm -rf $(VALGRIND_MPI_DIR); mkdir -p $(VALGRIND_MPI_DIR)
-	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+	-OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
 	OMPI_MCA_btl_vader_single_copy_mechanism=none \
 	timeout -s KILL 600 mpirun -n 3 --oversubscribe $(VALGRIND) $(VALGRIND_FLAGS) \
 	  --suppressions=/usr/share/openmpi/openmpi-valgrind.supp \
 	  --log-file=$(VALGRIND_MPI_DIR)/rank.%q{OMPI_COMM_WORLD_RANK}.log \
-	  $(LUA) spec/fixtures/mpi/job.lua main $(VALGRIND_MPI_DIR) \
-	  > $(VALGRIND_MPI_DIR)/out 2>&1; st=$$?; cat $(VALGRIND_MPI_DIR)/out; \
-	 grep -h "ERROR SUMMARY\|definitely lost" $(VALGRIND_MPI_DIR)/rank.*.log; \
-	 grep -q "^joined=true" $(VALGRIND_MPI_DIR)/out || st=1; \
-	 echo "valgrind-mpi: mpirun status $$st (logs in $(VALGRIND_MPI_DIR))"; exit $$st
+	  $(LUA) spec/fixtures/mpi/job.lua main $(VALGRIND_MPI_DIR) > $(VALGRIND_MPI_DIR)/out 2>&1
+	@grep -q "^joined=true" $(VALGRIND_MPI_DIR)/out || \
+	  { cat $(VALGRIND_MPI_DIR)/out; echo "valgrind-mpi: the job did not finish" >&2; exit 1; }
+	$(LUA) scripts/valgrind_ours.lua $(VALGRIND_MPI_DIR)/rank.*.log
 
 bench:
 	@sh scripts/deps.sh bench
