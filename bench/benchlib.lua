@@ -80,6 +80,14 @@ B.rows = {
   { id = "W9atomic", label = "W9 the same with Value:add (Python: locked)", unit = "incr/s",
     higher = true, target = "≥ 10 × Python locked (medians)",
     check = function(s) return s.python and s.lmp.median >= 10 * s.python.median end },
+  -- W10: backend "mpi" on 3 ranks; python = mpi4py.futures, raw = an 8-byte
+  -- MPI_Send/MPI_Recv ping-pong on 2 ranks (bench/mpi_w10.lua)
+  { id = "W10map", label = "W10 MPI map identity, chunksize=1, 3 ranks", unit = "tasks/s",
+    higher = true, target = "≥ 20 × mpi4py.futures (medians)",
+    check = function(s) return s.python and s.lmp.median >= 20 * s.python.median end },
+  { id = "W10apply", label = "W10 MPI sequential apply, 3 ranks", unit = "µs", higher = false,
+    raw = "MPI ping-pong", target = "≤ 10 × raw ping-pong (medians)",
+    check = function(s) return s.raw and s.lmp.median <= 10 * s.raw.median end },
 }
 B.row = {}
 for _, r in ipairs(B.rows) do B.row[r.id] = r end

@@ -1,10 +1,12 @@
 --[[
-Run the lmp benchmarks (W1-W9, see /work/shared/BENCHMARKS.md) and print one
+Run the lmp benchmarks (W1-W10, see /work/shared/BENCHMARKS.md) and print one
 markdown summary table at the end.
 
   lua5.4 bench/run.lua                  -- everything, 5 runs per side
-  lua5.4 bench/run.lua W2 W5            -- a subset (W1..W6, or W1default,
+  lua5.4 bench/run.lua W2 W5            -- a subset (W1..W10, or W1default,
                                         -- W1chunk1, W4str, W4floats)
+  (W10, backend "mpi" under mpirun, is skipped with a message when Open MPI,
+  lmp/mpi.so or mpi4py is missing: make mpi; sh scripts/deps.sh mpi)
   lua5.4 bench/run.lua --runs 3 W1
 
 Build lmp.so first (`make` at the repository root). Environment: PYTHON
@@ -26,11 +28,12 @@ local DRIVERS = {
   { script = "codec.lua", names = { W6 = { "W6encss", "W6decss", "W6enc", "W6dec" } } },
   { script = "ipc.lua", names = { W7 = { "W7int", "W7str", "W7mpmc" }, W8 = { "W8" },
     W9 = { "W9lock", "W9locked", "W9atomic" } } },
+  { script = "mpi_w10.lua", names = { W10 = { "W10map", "W10apply" } } },
 }
 
 local selected = {} -- row id -> true
 local args = {}     -- script -> names to pass
-local names = #opts.names > 0 and opts.names or { "W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9" }
+local names = #opts.names > 0 and opts.names or { "W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10" }
 for _, n in ipairs(names) do
   local found = false
   for _, d in ipairs(DRIVERS) do
@@ -43,7 +46,7 @@ for _, n in ipairs(names) do
     end
   end
   if not found then
-    io.stderr:write("run.lua: unknown workload " .. n .. " (W1..W9, W1default, W1chunk1, W4str, W4floats)\n")
+    io.stderr:write("run.lua: unknown workload " .. n .. " (W1..W10, W1default, W1chunk1, W4str, W4floats)\n")
     os.exit(2)
   end
 end
@@ -153,13 +156,19 @@ for _, i in ipairs(info) do
   if i.key == "bytes" and i.row == "W6encss" then bytes[i.side] = tonumber(i.value) end
 end
 emit("")
+for _, i in ipairs(info) do         -- W10's extra figures (bench/mpi_w10.lua)
+  if i.row:match("^W10") and i.key == "median" then
+    emit(string.format("%s %s: %s.", i.row, i.side, i.value))
+  end
+end
 if bytes.raw then
   emit(string.format("W6 encoded size: lmp %s bytes, cjson %d bytes%s.", bytes.lmp and tostring(bytes.lmp) or "–",
     bytes.raw, bytes.lmp and string.format(" (lmp/cjson %.2f)", bytes.lmp / bytes.raw) or ""))
 end
 emit(string.format("Targets: %d PASS, %d MISS. W3 ratios are speedups (serial time / Pool(2) time, " ..
   "same process); W4 64 MiB raw = C pipe, 1 MiB writes; W2 raw = C pipe ping-pong; " ..
-  "W5 raw = C fork+_exit+waitpid; W6 reference = lua-cjson %s.", passes, misses,
+  "W5 raw = C fork+_exit+waitpid; W6 reference = lua-cjson %s; W10 python = mpi4py.futures, " ..
+  "raw = 8-byte MPI ping-pong on 2 ranks (bench/mpi_w10.lua).", passes, misses,
   "(no Python side)"))
 if #notes > 0 then
   emit("")

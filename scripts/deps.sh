@@ -3,11 +3,12 @@
 #
 #   sh scripts/deps.sh demo          build lmp.so and run the examples
 #   sh scripts/deps.sh test          ... plus the busted suite (and luarocks,
-#                                    tmux for the pty specs)
+#                                    tmux for the pty specs, Open MPI for the
+#                                    backend "mpi" specs)
 #   sh scripts/deps.sh test asan     ... plus clang for the sanitizer and fuzz builds
 #   sh scripts/deps.sh bench         ... plus Python for the peer figures
 #   sh scripts/deps.sh valgrind      ... plus valgrind
-#   sh scripts/deps.sh mpi           ... plus Open MPI and mpi4py
+#   sh scripts/deps.sh mpi           ... plus Open MPI (make mpi) and mpi4py (bench W10)
 #
 # Profiles add up; any other word is taken as a package name.  Installs
 # with apt-get as root, or through sudo when that is available; otherwise
@@ -18,7 +19,7 @@ PACKAGES="lua5.4 liblua5.4-dev gcc libc6-dev make"
 for profile in "$@"; do
     case $profile in
     demo) ;;
-    test) PACKAGES="$PACKAGES lua-busted lua-cjson lua-filesystem luarocks tmux" ;;
+    test) PACKAGES="$PACKAGES lua-busted lua-cjson lua-filesystem luarocks tmux openmpi-bin libopenmpi-dev" ;;
     asan|fuzz) PACKAGES="$PACKAGES clang libclang-rt-14-dev" ;;
     bench) PACKAGES="$PACKAGES lua-cjson python3" ;;
     valgrind) PACKAGES="$PACKAGES valgrind" ;;

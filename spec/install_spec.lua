@@ -34,18 +34,19 @@ local function root()
   return dir
 end
 
--- installs `rockspec` into a fresh tree; returns the tree and the rock's
--- directory in it
-local function install(rockspec, tmp)
+-- installs `rockspec` into a fresh tree (or `tree`, to add to one); returns
+-- the tree
+local function install(rockspec, tmp, tree)
   local top = root()
   assert.is_true(sh("mkdir -p " .. q(tmp .. "/build") .. " " .. q(tmp .. "/elsewhere")))
   local files = {}
-  for _, f in ipairs { "src", "rockspec", "doc", "types", "bin", "LICENSE" } do
+  for _, f in ipairs { "src", "rockspec", "doc", "types", "bin", "LICENSE", "Makefile" } do
     if exists(top .. "/" .. f) then files[#files + 1] = q(top .. "/" .. f) end
   end
   assert.is_true(sh("cp -RL " .. table.concat(files, " ") .. " " .. q(tmp .. "/build/")))
   -- LD_PRELOAD (set by `make test-asan`) is dropped for the build tools only.
-  local tree, log = tmp .. "/tree", tmp .. "/luarocks.log"
+  local log = tmp .. "/luarocks.log"
+  tree = tree or tmp .. "/tree"
   local built = sh("cd " .. q(tmp .. "/build") .. " && env -u LD_PRELOAD"
     .. " luarocks --lua-version=5.4 make " .. q(rockspec) .. " --tree " .. q(tree)
     .. " >" .. q(log) .. " 2>&1")
@@ -71,20 +72,27 @@ local function load_installed(tree, tmp)
   return lines
 end
 
--- the sources a rockspec lists
+-- the sources a rockspec lists: lmp's builtin module list, or (lmp-mpi, a
+-- make build) the MPI_SRC it hands the Makefile
 local function rock_sources(path)
   local env = {}
   assert(loadfile(path, "t", env))()
   local list = {}
-  for _, f in ipairs(env.build.modules.lmp.sources) do list[#list + 1] = f end
+  if env.build.type == "make" then
+    for f in env.build.build_variables.MPI_SRC:gmatch("%S+") do list[#list + 1] = f end
+  else
+    for _, f in ipairs(env.build.modules.lmp.sources) do list[#list + 1] = f end
+  end
   table.sort(list)
   return list, env
 end
 
-local function src_files()
+-- The naming rule: src/*_mpi.c make the lmp.mpi module (linked with libmpi,
+-- rockspec lmp-mpi), every other src/*.c makes lmp (Makefile: SRC, MPI_SRC).
+local function src_files(mpi)
   local list = {}
   for f in lfs.dir(support.ROOT .. "/src") do
-    if f:match("%.c$") then list[#list + 1] = "src/" .. f end
+    if f:match("%.c$") and (f:match("_mpi%.c$") ~= nil) == mpi then list[#list + 1] = "src/" .. f end
   end
   table.sort(list)
   return list
@@ -92,9 +100,9 @@ end
 
 for _, name in ipairs { "lmp-scm-1", "lmp-0.2.0-1" } do
   describe("rockspec/" .. name .. ".rockspec", function()
-    it("lists every C source of src/, and only those", function()
+    it("lists every C source of src/ but the MPI module's (*_mpi.c), and only those", function()
       local listed, spec = rock_sources(support.ROOT .. "/rockspec/" .. name .. ".rockspec")
-      assert.are.same(src_files(), listed)
+      assert.are.same(src_files(false), listed)
       assert.are.same({ "lua >= 5.4, < 5.5" }, spec.dependencies)
       assert.are.same({ "linux" }, spec.supported_platforms)
       assert.are.equal("MIT", spec.description.license)
@@ -128,6 +136,52 @@ for _, name in ipairs { "lmp-scm-1", "lmp-0.2.0-1" } do
       assert(sh("env -u LD_PRELOAD " .. q(tree .. "/bin/lmp-busted") .. " --help >" .. q(help) .. " 2>&1"),
         "lmp-busted --help failed:\n" .. support.slurp(help, ""))
       assert.truthy(support.slurp(help, ""):find("Usage: lmp-busted", 1, true), support.slurp(help, ""))
+    end)
+  end)
+end
+
+-- the MPI module's rocks: its sources by the naming rule, and an install
+-- beside lmp's (needs Open MPI's mpicc as well as luarocks)
+for _, v in ipairs { "scm-1", "0.2.0-1" } do
+  local name = "lmp-mpi-" .. v
+  describe("rockspec/" .. name .. ".rockspec", function()
+    it("lists every src/*_mpi.c, and only those, and depends on the same lmp", function()
+      local listed, spec = rock_sources(support.ROOT .. "/rockspec/" .. name .. ".rockspec")
+      assert.are.same(src_files(true), listed)
+      assert.is_true(#listed > 0)
+      local lmpv = v == "scm-1" and "scm-1" or v:match("^(.-)%-%d+$")
+      assert.are.same({ "lua >= 5.4, < 5.5", "lmp == " .. lmpv }, spec.dependencies)
+      assert.are.same({ library = "mpi" }, spec.external_dependencies.MPI)
+      assert.are.same({ ["lmp.mpi"] = "lmp/mpi.so" }, spec.build.install.lib)
+    end)
+
+    it("installs with luarocks beside lmp, and lmp.mpi loads from another directory", function()
+      if not has_luarocks() then
+        pending("luarocks is not installed")
+        return
+      end
+      if not sh("command -v mpicc >/dev/null 2>&1") then
+        pending("Open MPI (mpicc) is not installed: sh scripts/deps.sh mpi")
+        return
+      end
+      local tmp = support.tmpname()
+      finally(function() sh("rm -rf " .. q(tmp)) end)
+      local tree = install("rockspec/lmp-" .. v .. ".rockspec", tmp)
+      install("rockspec/" .. name .. ".rockspec", tmp, tree)
+      local prog = table.concat({
+        'package.cpath = ' .. ("%q"):format(tree .. "/lib/lua/5.4/?.so;") .. ' .. package.cpath',
+        'local m = require "lmp.mpi"',
+        'io.write(package.searchpath("lmp.mpi", package.cpath), "\\n")',
+        'io.write(m._VERSION, "\\n", m.library, "\\n")',
+      }, "\n")
+      local out = tmp .. "/out"
+      local ran = sh("cd " .. q(tmp .. "/elsewhere") .. " && env -u LUA_CPATH -u LUA_CPATH_5_4 -u LD_PRELOAD lua5.4 -e "
+        .. q(prog) .. " >" .. q(out) .. " 2>&1")
+      local lines = lines_of(support.slurp(out, ""))
+      assert(ran, "loading the installed lmp.mpi failed:\n" .. table.concat(lines, "\n"))
+      assert.are.equal(tree .. "/lib/lua/5.4/lmp/mpi.so", lines[1])
+      assert.are.equal(require("lmp")._VERSION, lines[2])
+      assert.truthy(lines[3]:find("MPI", 1, true), lines[3])
     end)
   end)
 end

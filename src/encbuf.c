@@ -183,6 +183,7 @@ const char *lmp_enc_flatten(lmp_enc *E, size_t *len) {
   E->buf.n = E->buf.cap = total;
   E->nsegs = 0;
   E->extbytes = 0;
+  *len = total;
   return E->buf.p;
 }
 

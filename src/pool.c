@@ -1,7 +1,10 @@
 /*
 ** pool.c -- mp.Pool's Lua API: creating a pool, its calls, its end.  The
 ** work is pool_job.c's (jobs and tasks), pool_sched.c's (the scheduler) and the
-** transport's (tr_fork.c: forked workers); pool_result.c has AsyncResult.
+** transport's (tr_fork.c: forked workers; with backend = "mpi", MPI ranks
+** through the lmp.mpi module, loaded on demand: capsule.h); pool_result.c
+** has AsyncResult.  Builds on pool.h (pool_result.h), tr_fork.h and
+** capsule.h.
 */
 #include "pool.h"
 
@@ -9,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "capsule.h"
 #include "tr_fork.h"
 
 static Pool *checkpool(lua_State *L, int idx) {
@@ -325,28 +329,68 @@ static int pool_tostring(lua_State *L) {
 /* ---------------------------------------------------------------------- */
 /* mp.Pool                                                                */
 /* ---------------------------------------------------------------------- */
-/* the options table at index 1 -> P and the user value table on top */
-static lua_Integer pool_options(lua_State *L, Pool *P) {
+/* what mp.Pool's arguments say beyond the Pool's own fields */
+typedef struct poolopts {
+  lua_Integer n;        /* processes; 0: not given */
+  int mpi;              /* backend = "mpi" */
+} poolopts;
+
+static int pool_backend(lua_State *L) {
+  int mpi = 0;
+  if (lmp_getfield(L, 1, "backend") != LUA_TNIL) {
+    const char *b = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    mpi = strcmp(b, "mpi") == 0;
+    if (!mpi && strcmp(b, "fork") != 0)
+      lmp_error(L, "lmp: Pool backend must be \"fork\" (the default) or "
+                   "\"mpi\", got %s", lmp_tolstring(L, -1, NULL));
+  }
+  lua_pop(L, 1);
+  return mpi;
+}
+
+/* the options an MPI pool cannot honour: its workers are the job's ranks */
+static void mpi_refuse(lua_State *L) {
+  if (lmp_getfield(L, 1, "processes") != LUA_TNIL)
+    lmp_error(L, "lmp: Pool processes cannot be set with backend \"mpi\": "
+                 "the workers are ranks 1..n-1 of the job (mpirun -n sets n)");
+  if (lmp_getfield(L, 1, "maxtasksperchild") != LUA_TNIL)
+    lmp_error(L, "lmp: Pool maxtasksperchild cannot be used with backend "
+                 "\"mpi\": a worker rank cannot be replaced");
+  lua_pop(L, 2);
+}
+
+/* the trace file: opened now, or (MPI) by rank 0 once it knows it is */
+static void pool_traceopt(lua_State *L, Pool *P, int mpi) {
+  if (lmp_getfield(L, 1, "trace") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      lmp_typeerror(L, -1, "Pool trace", "a file name");
+    if (mpi) {
+      lua_setfield(L, -2, "tracepath");
+      return;
+    }
+    P->trace = lmp_trace_open(L, lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+}
+
+/* the options table at index 1 -> P, o and the user value table on top */
+static void pool_options(lua_State *L, Pool *P, poolopts *o) {
   static const char *const names[] = {
     "processes", "initializer", "initargs", "maxtasksperchild", "timeout",
     "trace", "backend", "_jobidmax", NULL
   };
-  lua_Integer n = 0;
   lmp_checkopts(L, 1, "Pool", names);
-  if (lmp_getfield(L, 1, "backend") != LUA_TNIL &&
-      !(lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "fork") == 0))
-    lmp_error(L, "lmp: Pool backend must be \"fork\" (the default), got %s",
-              lmp_tolstring(L, -1, NULL));
-  lua_pop(L, 1);
+  o->mpi = pool_backend(L);
+  if (o->mpi) mpi_refuse(L);
   /* for the specs only: a small id range, to reach the wrap-around */
   if (lmp_getfield(L, 1, "_jobidmax") == LUA_TNUMBER &&
       lua_tointeger(L, -1) >= 2 && lua_tointeger(L, -1) < JOBID_MAX)
     P->idmax = (int)lua_tointeger(L, -1);
   lua_pop(L, 1);
   if (lmp_getfield(L, 1, "processes") != LUA_TNIL) {
-    n = lmp_checkint(L, -1, "Pool processes");
-    if (n < 1) lmp_error(L, "lmp: Pool needs at least 1 process, got "
-                            LMP_FMTINT, LMP_INTARG(n));
+    o->n = lmp_checkint(L, -1, "Pool processes");
+    if (o->n < 1) lmp_error(L, "lmp: Pool needs at least 1 process, got "
+                               LMP_FMTINT, LMP_INTARG(o->n));
   }
   lua_pop(L, 1);
   if (lmp_getfield(L, 1, "initializer") != LUA_TNIL && !lmp_iscallable(L, -1))
@@ -358,12 +402,7 @@ static lua_Integer pool_options(lua_State *L, Pool *P) {
   if (lmp_getfield(L, 1, "timeout") != LUA_TNIL)
     if ((P->timeout = lmp_optseconds(L, -1, "Pool timeout")) < 0) P->timeout = 0;
   lua_pop(L, 1);
-  if (lmp_getfield(L, 1, "trace") != LUA_TNIL) {
-    if (lua_type(L, -1) != LUA_TSTRING)
-      lmp_typeerror(L, -1, "Pool trace", "a file name");
-    P->trace = lmp_trace_open(L, lua_tostring(L, -1));
-  }
-  lua_pop(L, 1);
+  pool_traceopt(L, P, o->mpi);
   if (lmp_getfield(L, 1, "maxtasksperchild") != LUA_TNIL) {
     int isint = 0;
     lua_Integer m = lua_tointegerx(L, -1, &isint);
@@ -372,7 +411,6 @@ static lua_Integer pool_options(lua_State *L, Pool *P) {
     P->maxtasks = (long)m;
   }
   lua_pop(L, 1);
-  return n;
 }
 
 /* a new Pool userdata (harmless until workers exist) and its user value */
@@ -402,10 +440,24 @@ static Pool *pool_alloc(lua_State *L) {
   return P;
 }
 
-/* the workers: a transport, each started; a failure stops those started */
+/* starts every worker; a failure stops those started */
+static void pool_startall(lua_State *L, Pool *P) {
+  int i;
+  P->state = P_RUN;
+  for (i = 0; i < P->n; i++) {
+    if (P->T->ops->start(L, P->T, i) != 0) {
+      /* the workers started so far go before the error does */
+      if (P->T->fixed) lua_pushfstring(L, "lmp: %s", P->T->err);
+      else lua_pushfstring(L, "lmp: Pool(%d): %s", P->n, P->T->err);
+      pool_doterminate(L, P, 1);
+      lua_error(L);
+    }
+  }
+}
+
+/* the workers: a transport, each started */
 static void pool_start(lua_State *L, Pool *P) {
   lmp_workercfg cfg;
-  int i;
   /* the environments of the code creating the pool are the workers' too:
      tasks defined there use their own copy (ident.h) */
   lmp_ident_scan(L);
@@ -416,41 +468,116 @@ static void pool_start(lua_State *L, Pool *P) {
   P->T = lmp_trfork_new(L, P->n, &cfg);
   lmp_setuvfield(L, 1, "transport");
   lua_settop(L, 1);
-  P->state = P_RUN;
-  for (i = 0; i < P->n; i++) {
-    if (P->T->ops->start(L, P->T, i) != 0) {
-      /* the workers started so far go before the error does */
-      lua_pushfstring(L, "lmp: Pool(%d): %s", P->n, P->T->err);
-      pool_doterminate(L, P, 1);
-      lua_error(L);
-    }
+  pool_startall(L, P);
+}
+
+/* ---------------------------------------------------------------------- */
+/* backend = "mpi"                                                        */
+/* ---------------------------------------------------------------------- */
+#define MPI_HOWTO "install Open MPI (Debian: apt-get install openmpi-bin " \
+  "libopenmpi-dev) and build lmp.mpi with \"make mpi\" in lmp's source " \
+  "tree, or install it with \"luarocks install lmp-mpi\""
+
+/*
+** The job's size as its launcher told it, read before MPI is touched: an
+** MPI_Init without a launcher starts an orted daemon and takes ~0.4 s,
+** only to find one rank.  Open MPI's mpirun, then PMI launchers (MPICH's
+** hydra, srun --mpi=pmi2), then srun with PMIx.
+*/
+static long mpi_jobsize(void) {
+  const char *s = getenv("OMPI_COMM_WORLD_SIZE");
+  if (s == NULL) s = getenv("PMI_SIZE");
+  if (s == NULL && getenv("PMIX_RANK") != NULL) s = getenv("SLURM_NTASKS");
+  return s != NULL && atol(s) > 0 ? atol(s) : 1;
+}
+
+/* lmp.mpi, loaded on demand: libmpi is mapped only from here on */
+static const lmp_mpi_capsule *mpi_capsule(lua_State *L) {
+  const lmp_mpi_capsule *A;
+  long size = mpi_jobsize();
+  if (size < 2)
+    lmp_error(L, "lmp: backend \"mpi\" needs mpirun -n 2 or more (this job "
+                 "has 1 rank)");
+  lmp_pushglobals(L);
+  lmp_getfield(L, -1, "require");
+  lua_pushliteral(L, "lmp.mpi");
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    const char *e = lmp_tolstring(L, -1, NULL);
+    if (strstr(e, "module 'lmp.mpi' not found") != NULL)
+      lmp_error(L, "lmp: backend \"mpi\" needs the lmp.mpi module "
+                   "(lmp/mpi.so), which is not installed: " MPI_HOWTO);
+    lmp_error(L, "lmp: backend \"mpi\" cannot load lmp.mpi (%s): " MPI_HOWTO,
+              e);
   }
+  lua_pop(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_KEY_MPICAPSULE);
+  A = (const lmp_mpi_capsule *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (A == NULL || A->version != LMP_CAPSULE_VERSION ||
+      A->sizes != LMP_CAPSULE_SIZES)
+    lmp_error(L, "lmp: lmp.mpi was built for another version of lmp: "
+                 "rebuild it (\"make mpi\") with this one");
+  return A;
+}
+
+/*
+** Every rank of the job runs this.  Rank 0 gets a pool over the others;
+** any other rank serves tasks here with the same loop as a forked worker
+** and leaves the process when rank 0's pool ends (it never returns).
+** Objects do not carry ids across ranks (ident.h: those are per process),
+** so the pool shares none: a task's _G is the receiving rank's own.
+*/
+static void pool_start_mpi(lua_State *L, Pool *P) {
+  const lmp_mpi_capsule *A = mpi_capsule(L);
+  lmp_transport *T = NULL;
+  lmp_channel *C = NULL;
+  A->open(L, &T, &C);
+  if (C != NULL) {
+    lmp_workercfg cfg;
+    lmp_workercfg_push(L, 1, &cfg);
+    cfg.maxtasks = 0;
+    cfg.identmark = 0;
+    lmp_worker_run(L, C, &cfg);
+  }
+  P->w = (Worker *)calloc((size_t)T->n, sizeof *P->w);
+  if (P->w == NULL) lmp_error(L, "lmp: not enough memory");
+  P->n = T->n;
+  P->T = T;
+  lmp_setuvfield(L, 1, "transport");
+  if (lmp_uvfield(L, 1, "tracepath") == LUA_TSTRING)
+    P->trace = lmp_trace_open(L, lua_tostring(L, -1));
+  lua_settop(L, 1);
+  pool_startall(L, P);
 }
 
 static int pool_new(lua_State *L) {
   Pool *P;
-  lua_Integer n = 0;
+  poolopts o;
   lmp_zombie_reap(lmp_getstate(L), 0);
   lua_settop(L, 1);
+  memset(&o, 0, sizeof o);
   P = pool_alloc(L);
-  if (lua_istable(L, 1)) n = pool_options(L, P);
+  if (lua_istable(L, 1)) pool_options(L, P, &o);
   else if (!lua_isnil(L, 1)) {
     if (lua_type(L, 1) != LUA_TNUMBER)
       lmp_typeerror(L, 1, "Pool", "a number of processes or an options table");
-    n = lmp_checkint(L, 1, "Pool processes");
-    if (n < 1) lmp_error(L, "lmp: Pool needs at least 1 process, got "
-                            LMP_FMTINT, LMP_INTARG(n));
+    o.n = lmp_checkint(L, 1, "Pool processes");
+    if (o.n < 1) lmp_error(L, "lmp: Pool needs at least 1 process, got "
+                              LMP_FMTINT, LMP_INTARG(o.n));
   }
   lmp_setuv(L, -2, 1);
-  if (n == 0) n = lmp_cpu_count();
-  if (n > 4096) lmp_error(L, "lmp: Pool of " LMP_FMTINT " processes is too "
-                             "large", LMP_INTARG(n));
-  P->w = (Worker *)calloc((size_t)n, sizeof *P->w);
-  if (P->w == NULL) lmp_error(L, "lmp: not enough memory");
-  P->n = (int)n;
   lua_replace(L, 1);                   /* the pool is argument 1 from here */
   lua_settop(L, 1);
-  pool_start(L, P);
+  if (o.mpi) pool_start_mpi(L, P);
+  else {
+    if (o.n == 0) o.n = lmp_cpu_count();
+    if (o.n > 4096) lmp_error(L, "lmp: Pool of " LMP_FMTINT " processes is "
+                                 "too large", LMP_INTARG(o.n));
+    P->w = (Worker *)calloc((size_t)o.n, sizeof *P->w);
+    if (P->w == NULL) lmp_error(L, "lmp: not enough memory");
+    P->n = (int)o.n;
+    pool_start(L, P);
+  }
   if (lmp_pool_waitready(L, P, 1) != 0) {
     pool_doterminate(L, P, 1);
     if (lmp_uvfield(L, 1, "initerror") == LUA_TSTRING)

@@ -145,7 +145,32 @@ typedef struct Reply {
   int status;
   const char *p;        /* the value message */
   size_t n;
+  double timedout;      /* the task was cancelled for running past this */
+  const char *where;    /* where it ran (transport.h), or NULL */
 } Reply;
+
+/*
+** A task's error from a worker the pool cannot kill: one it cancelled
+** for its timeout says so, as a killed worker's would; a string error
+** says where it was raised, before its traceback.  The error is on top.
+*/
+static void reply_errtext(lua_State *L, const Reply *R) {
+  const char *s, *tb;
+  if (R->timedout > 0) {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "lmp: task timed out after %f s",
+                    (lua_Number)R->timedout);
+    return;
+  }
+  if (R->where == NULL || lua_type(L, -1) != LUA_TSTRING) return;
+  s = lua_tostring(L, -1);
+  tb = strstr(s, "\nstack traceback:");
+  if (tb == NULL) tb = s + strlen(s);
+  lua_pushlstring(L, s, (size_t)(tb - s));
+  lua_pushfstring(L, "\n(%s)%s", R->where, tb);
+  lua_concat(L, 2);
+  lua_remove(L, -2);
+}
 
 /* an error reply: [error, failed position, results before it...] */
 static void reply_error(lua_State *L, lmp_dec *D, size_t n, Job *J,
@@ -154,6 +179,7 @@ static void reply_error(lua_State *L, lmp_dec *D, size_t n, Job *J,
   size_t i;
   if (n < 2) lmp_error(L, "lmp: malformed reply from a worker");
   lmp_dec_value(D);                    /* err */
+  reply_errtext(L, R);
   lmp_dec_value(D);                    /* failed position in the chunk */
   idx = lua_tointeger(L, -1);
   lua_pop(L, 1);
@@ -294,6 +320,8 @@ static void reply_handle(lua_State *L, Pool *P, int pidx, int i,
     lmp_error(L, "lmp: malformed reply from a pool worker");
   R.p = p + LMP_REPLYHDR;
   R.n = n - LMP_REPLYHDR;
+  R.timedout = 0;
+  R.where = P->T->ops->where != NULL ? P->T->ops->where(P->T, i) : NULL;
   if (R.status == LMP_RS_OK || R.status == LMP_RS_ERR) {
     if (R.n < LMP_REPLYSTATS)
       lmp_error(L, "lmp: malformed reply from a pool worker");
@@ -333,6 +361,8 @@ static void reply_handle(lua_State *L, Pool *P, int pidx, int i,
   }
   if (w->nq == 0 || w->q[0] != (int)t)
     lmp_error(L, "lmp: a pool worker answered a task it was not given");
+  R.timedout = w->timedout;            /* cancelled, and it survived */
+  w->timedout = 0;
   task_timed(P, w);
   memmove(w->q, w->q + 1, (size_t)(--w->nq) * sizeof w->q[0]);
   memmove(w->sent, w->sent + 1, (size_t)w->nq * sizeof w->sent[0]);
@@ -423,6 +453,7 @@ static void worker_lost(lua_State *L, Pool *P, int pidx, int i) {
   }
   lua_pop(L, 1);
   memset(w, 0, sizeof *w);
+  if (P->T->fixed) return;             /* an MPI rank: its slot stays empty */
   P->nempty++;
   lmp_pool_respawn(L, P, pidx);
 }
@@ -583,7 +614,7 @@ static double expire(Pool *P, double deadline) {
     end = item_began(w) + k->timeout;
     if (end <= now) {
       w->timedout = k->timeout;
-      P->T->ops->kill(P->T, i);
+      P->T->ops->cancel(P->T, i, (uint32_t)w->q[0]);
     } else if (deadline < 0 || end < deadline) deadline = end;
   }
   return deadline;

@@ -39,8 +39,15 @@ typedef struct WState {
   double cpu0;           /* CPU seconds at its start; -1: not measured */
 } WState;
 
+/* the worker's end: its channel's way out (an MPI rank must leave MPI
+   first), else the forked child's */
+static void w_leave(WState *W, int code) {
+  if (W->C->leave != NULL) W->C->leave(W->C, code);
+  lmp_child_exit(code);
+}
+
 static void w_send(WState *W) {
-  if (W->C->send(W->C, W->E) != 0) lmp_child_exit(1);
+  if (W->C->send(W->C, W->E) != 0) w_leave(W, 1);
   fflush(stdout);                      /* a task's prints show promptly */
 }
 
@@ -143,8 +150,8 @@ static void w_reporterr(lua_State *L, WState *W, lua_Integer index,
     W->failat = 0;
     if (lua_pcall(L, 4, 0, 0) == LUA_OK) break;
     if (W->failat > 0 && W->failat < index) index = W->failat;
-    else if (literal) lmp_child_exit(1);   /* out of memory: the parent
-                                              reports a dead worker */
+    else if (literal) w_leave(W, 1);   /* out of memory: the parent
+                                          reports a dead worker */
     else {                             /* the error value won't encode */
       lua_pop(L, 1);
       lua_pushliteral(L, "lmp: task failed with an error that cannot be "
@@ -365,9 +372,9 @@ static int w_function(lua_State *L, WState *W, const char *fn, size_t fnlen) {
 static void w_run(lua_State *L, WState *W, const char *p, size_t n) {
   const char *fn;
   size_t fnlen;
-  int base = lua_gettop(L);
+  int base = lua_gettop(L), r;
   if (lmp_task_parse(p, n, &W->h, &fn, &fnlen, &W->args, &W->argslen) != 0)
-    lmp_child_exit(1);                 /* not from our pool */
+    w_leave(W, 1);                     /* not from our pool */
   W->streamed = 0;
   w_started(W);
   if (w_function(L, W, fn, fnlen) != 0) {
@@ -380,7 +387,10 @@ static void w_run(lua_State *L, WState *W, const char *p, size_t n) {
   lmp_rawgeti(L, W->fncache, W->h.fnid);
   W->failat = 1;
   W->streamed = 0;
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+  if (W->C->running != NULL) W->C->running(W->C, W->T, W->h.task);
+  r = lua_pcall(L, 2, 0, 0);
+  if (W->C->running != NULL) W->C->running(W->C, NULL, W->h.task);
+  if (r != LUA_OK) {
     /* decoding an argument or encoding a result failed: the results
        before it still go to the parent */
     lmp_rawgetp(L, LUA_REGISTRYINDEX, W);
@@ -420,7 +430,7 @@ static void w_initialize(lua_State *L, WState *W, const lmp_workercfg *cfg) {
   if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
     W->h.task = 0;                     /* task 0: the initializer */
     w_reporterr(L, W, 0, 0);
-    lmp_child_exit(3);
+    w_leave(W, 3);
   }
 }
 
@@ -459,11 +469,11 @@ void lmp_worker_run(lua_State *L, lmp_channel *C, const lmp_workercfg *cfg) {
     const char *p;
     size_t n;
     int r = C->recv(C, &p, &n);
-    if (r == 0) lmp_child_exit(0);     /* the pool ended our channel */
-    if (r < 0) lmp_child_exit(1);
+    if (r == 0) w_leave(&W, 0);        /* the pool ended our channel */
+    if (r < 0) w_leave(&W, 1);
     w_run(L, &W, p, n);
     lua_settop(L, base);
     lmp_enc_reset(W.E, L);
-    if (W.maxtasks > 0 && ++W.done >= W.maxtasks) lmp_child_exit(0);
+    if (W.maxtasks > 0 && ++W.done >= W.maxtasks) w_leave(&W, 0);
   }
 }

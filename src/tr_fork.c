@@ -402,8 +402,9 @@ static void tf_stopall(lua_State *L, lmp_transport *T, int how) {
   }
 }
 
-static void tf_kill(lmp_transport *T, int i) {
+static void tf_cancel(lmp_transport *T, int i, uint32_t task) {
   fworker *w = &F_(T)->w[i];
+  (void)task;                          /* it runs nothing else */
   if (w->pid > 0 && !w->eof) kill(w->pid, SIGKILL);
 }
 
@@ -451,7 +452,8 @@ static void tf_free(lua_State *L, lmp_transport *T) {
 
 static const lmp_tr_ops fork_ops = {
   tf_start, tf_send, tf_backlog, tf_flush, tf_wait, tf_recv, tf_gone,
-  tf_lost, tf_stopall, tf_kill, tf_ident, tf_fileno, tf_alive, tf_free
+  tf_lost, tf_stopall, tf_cancel, tf_ident, tf_fileno, tf_alive, NULL,
+  tf_free
 };
 
 /*

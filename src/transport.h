@@ -14,6 +14,8 @@
 #include "luax.h"
 #include "wire.h"
 
+#include <stdint.h>
+
 typedef struct lmp_transport lmp_transport;
 
 /* how stopall ends the workers */
@@ -46,8 +48,11 @@ typedef struct lmp_tr_ops {
   void (*lost)(lua_State *L, lmp_transport *T, int i);
   /* ends every worker (LMP_STOP_*) */
   void (*stopall)(lua_State *L, lmp_transport *T, int how);
-  /* kills worker i now (its loss shows as gone/lost afterwards) */
-  void (*kill)(lmp_transport *T, int i);
+  /* stops task `task` (the task header's id, wire.h) of worker i now: a
+     process it can kill is killed (its loss shows as gone/lost afterwards);
+     a worker it cannot kill (an MPI rank) fails that task if it still runs
+     it (its error reply follows), or else ignores the request */
+  void (*cancel)(lmp_transport *T, int i, uint32_t task);
   /* what names worker i to a user: its pid (or rank) */
   lua_Integer (*ident)(lmp_transport *T, int i);
   /* an fd that is readable when a worker has something to say, -1 if the
@@ -55,6 +60,9 @@ typedef struct lmp_tr_ops {
   int (*fileno)(lua_State *L, lmp_transport *T);
   /* 1 if worker i is running */
   int (*alive)(lmp_transport *T, int i);
+  /* where worker i runs, for its tasks' errors ("mpi rank 2 on host
+     node17"); NULL: errors stay as the worker made them */
+  const char *(*where)(lmp_transport *T, int i);
   /* frees what is left (after stopall) */
   void (*free)(lua_State *L, lmp_transport *T);
 } lmp_tr_ops;
@@ -62,7 +70,9 @@ typedef struct lmp_tr_ops {
 struct lmp_transport {
   const lmp_tr_ops *ops;
   int n;                /* worker slots */
-  char err[128];        /* why the last start failed */
+  int fixed;            /* workers cannot be replaced (MPI ranks): a lost
+                           one leaves its slot empty for good */
+  char err[384];        /* why the last start failed */
 };
 
 /* the worker's side: frames in, frames out */
@@ -72,6 +82,13 @@ struct lmp_channel {
   int (*recv)(lmp_channel *C, const char **p, size_t *n);
   /* sends everything the encoder holds as one frame: 0, -1 */
   int (*send)(lmp_channel *C, lmp_enc *E);
+  /* optional: task `task` starts running on thread T (T NULL: it ended).
+     A channel whose worker cannot be killed hooks T here, to fail the
+     task when the pool cancels it */
+  void (*running)(lmp_channel *C, lua_State *T, uint32_t task);
+  /* optional: leaves the process with status `code` (NULL:
+     lmp_child_exit); never returns */
+  void (*leave)(lmp_channel *C, int code);
 };
 
 #endif

@@ -121,7 +121,7 @@ function Process:kill() end
 ---@field maxtasksperchild? integer
 ---@field timeout? number default seconds an item may run
 ---@field trace? string a Chrome trace file to write
----@field backend? "fork"|"mpi"
+---@field backend? "fork"|"mpi" "mpi": the workers are ranks 1..n-1 of an MPI job (doc/mpi.md)
 
 ---@class lmp.CallOptions
 ---@field chunksize? integer
