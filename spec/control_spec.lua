@@ -220,6 +220,59 @@ describe("Pool:submit and mp.as_completed", function()
     for r in mp.as_completed({ a, b }) do order[#order + 1] = r:get() end
     assert.are.same({ "b", "a" }, order)
   end)
+
+  it("orders results of several pools by when they finished, not by each pool's count", function()
+    local other <close> = mp.Pool(1)
+    local rs = {}
+    for i = 1, 3 do rs[i] = pool:submit(function(x) return "a" .. x end, i) end
+    for _, r in ipairs(rs) do r:wait() end
+    rs[4] = other:submit(function() mp.sleep(0.1) return "b1" end)
+    rs[4]:wait()
+    local order = {}
+    for r in mp.as_completed(rs) do order[#order + 1] = r:get() end
+    -- (the a's ran on two workers: their own order is their finishing times')
+    assert.are.equal("b1", order[4], table.concat(order, " "))
+  end)
+
+  it("refuses results of a pool another process owns (a forked child)", function()
+    local r = pool:submit(function() mp.sleep(0.3) return 42 end)
+    local out = support.tmpname()
+    local pid = assert(mp.fork())
+    if pid == 0 then
+      local ok, err = pcall(function() for x in mp.as_completed({ r }, 5) do return x:get() end end)
+      local f = io.open(out, "w")
+      f:write(tostring(ok), " ", tostring(err))
+      f:close()
+      os.exit(0)
+    end
+    mp.wait(pid)
+    local said = support.slurp(out, "")
+    os.remove(out)
+    assert.truthy(said:find("false lmp: this AsyncResult belongs to process " .. mp.getpid(), 1, true), said)
+    assert.are.equal(42, r:get())
+  end)
+
+  it("raises lmp: interrupted on SIGINT while results of several pools are running, and stops them", function()
+    local out = run_lua([[
+      local a, b = mp.Pool(1), mp.Pool(1)
+      local rs = { a:submit(function() mp.sleep(20) end), b:submit(function() mp.sleep(20) end) }
+      local parent = mp.getpid()
+      local helper = assert(mp.fork())
+      if helper == 0 then mp.sleep(0.3) mp.kill(parent, "INT") os.exit(0) end
+      local t0 = mp.time()
+      local ok, err = pcall(function() for r in mp.as_completed(rs) do r:get() end end)
+      print("ok=" .. tostring(ok))
+      print("err=" .. tostring(err):gsub("\n", " "))
+      print("elapsed=" .. (mp.time() - t0))
+      mp.wait(helper)
+      print("a=" .. tostring(select(2, pcall(rs[1].get, rs[1], 5))))
+    ]], 30)
+    local f = fields(out)
+    assert.are.equal("false", f.ok, out)
+    assert.truthy((f.err or ""):find("lmp: interrupted", 1, true), out)
+    assert.is_true(tonumber(f.elapsed) < 10, out)
+    assert.truthy((f.a or ""):find("lmp: interrupted", 1, true), out)
+  end)
 end)
 
 describe("AsyncResult:cancel", function()

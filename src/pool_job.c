@@ -142,6 +142,9 @@ void lmp_job_finish(lua_State *L, Job *J, int jidx) {
   lmp_uvfield(L, jidx, JV_POOL);
   P = (Pool *)lua_touserdata(L, -1);
   J->finseq = ++P->finseq;
+  /* when its last task ended in its worker, if the reply said (async
+     calls), else now: as_completed orders several pools' results by it */
+  J->fintime = J->ended > 0 ? J->ended : lmp_realtime();
   lmp_uvfield(L, -1, "finished");
   lua_pushinteger(L, J->id);
   lua_rawseti(L, -2, ++P->ftail);

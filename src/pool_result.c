@@ -146,12 +146,14 @@ static int done_any(lua_State *L, Pool *P, int pidx, void *ud) {
 }
 
 typedef struct Done {
-  unsigned long seq;
+  double when;          /* finishing times order results of several pools */
+  unsigned long seq;    /* ... and the pool's own count breaks ties */
   lua_Integer at;
 } Done;
 
 static int by_seq(const void *x, const void *y) {
   const Done *a = (const Done *)x, *b = (const Done *)y;
+  if (a->when != b->when) return a->when < b->when ? -1 : 1;
   return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
@@ -182,6 +184,7 @@ static void ask_take(lua_State *L, Ask *a) {
   d = (Done *)lua_newuserdatauv(L, (size_t)k * sizeof *d + 1, 0);
   for (i = 0; i < k; i++) {
     lmp_rawgeti(L, batch, i + 1);
+    d[i].when = ((Job *)lua_touserdata(L, -1))->fintime;
     d[i].seq = ((Job *)lua_touserdata(L, -1))->finseq;
     d[i].at = i + 1;
     lua_pop(L, 1);
@@ -205,10 +208,14 @@ static void ask_wait(lua_State *L, Ask *a, double deadline) {
   lua_Integer i;
   int npools = 0, ms = 1;
   Pool *one = NULL;
+  lmp_hook h;
   lua_newtable(L);                     /* the pools, as a set */
   for (i = 1; i <= a->n; i++) {
     lmp_rawgeti(L, a->rest, i);
     lmp_uvfield(L, -1, JV_POOL);
+    if (((Pool *)lua_touserdata(L, -1))->owner != getpid())
+      lmp_error(L, "lmp: this AsyncResult belongs to process %d",
+                (int)((Pool *)lua_touserdata(L, -1))->owner);
     if (lmp_rawget(L, -3) == LUA_TNIL) {
       lua_pop(L, 1);
       lmp_uvfield(L, -1, JV_POOL);
@@ -228,6 +235,7 @@ static void ask_wait(lua_State *L, Ask *a, double deadline) {
     lua_pop(L, 2);
     return;
   }
+  lmp_hook_save(L, &h);                /* Ctrl-C between the pools' polls */
   while (!ask_any(L, a)) {
     lua_pushnil(L);
     while (lua_next(L, -2)) {
@@ -238,6 +246,16 @@ static void ask_wait(lua_State *L, Ask *a, double deadline) {
     if (deadline >= 0 && lmp_now() >= deadline) lmp_error(L, "lmp: timeout");
     lmp_sleep_ms(ms);
     if (ms < 20) ms *= 2;
+    if (lmp_hook_changed(&h)) {        /* each pool stops, as one would */
+      lmp_hook_restore(&h);
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        lmp_pool_stop(L, (Pool *)lua_touserdata(L, -1), lua_gettop(L),
+                      LMP_STOP_KILL, "lmp: interrupted");
+      }
+      lmp_error(L, "lmp: interrupted");
+    }
   }
   lua_pop(L, 1);
 }

@@ -119,6 +119,7 @@ typedef struct Job {
   double drawn;         /* when progress was last reported */
   double begun;         /* when the job was made (progress: rate, ETA) */
   unsigned long finseq; /* its place in the order jobs finished */
+  double fintime;       /* when it finished (lmp_realtime) */
   /* info(): the worker of its last task, wall times, CPU, peak RSS */
   lua_Integer pid;
   double started, ended, cpu;
