@@ -162,6 +162,7 @@ describe("mp.Pool{backend = \"mpi\"}", function()
     { "terminate", "terminates while a worker runs an endless Lua task", "terminated", "true" },
     { "noclose", "ends without closing the pool", "apply", "1" },
     { "exit", "leaves with os.exit and no close", "apply", "1" },
+    { "collected", "drops the pool to the collector (it keeps no socket open)", "after", "0" },
   } do
     mpi_it("lets every rank exit 0 when rank 0 " .. c[2], function()
       local out, status, left = job(c[1])

@@ -293,7 +293,14 @@ static int answer(lua_State *L, mpi_net *N, int ls, uint64_t cookie,
     unsigned char hello[12];
     uint64_t c;
     int r, fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0) continue;                /* EINTR, ECONNABORTED... */
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+          errno == ENOMEM) {
+        struct timespec ts = { 0, 10000000 };   /* not a hot spin */
+        nanosleep(&ts, NULL);
+      }
+      continue;                          /* EINTR, ECONNABORTED... */
+    }
     if (xfer(fd, hello, sizeof hello, 0, N->X->now() + 1, N->X) == 0) {
       memcpy(&c, hello, 8);
       memcpy(&r, hello + 8, 4);

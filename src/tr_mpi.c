@@ -224,6 +224,7 @@ static void complete_sends(trmpi *M) {
 */
 static void forget(trmpi *M, int w) {
   mworker *W = &M->w[w];
+  size_t k;
   int i;
   for (i = M->nout - 1; i >= 0; i--) {
     if (M->out[i].w != w) continue;
@@ -239,7 +240,11 @@ static void forget(trmpi *M, int w) {
   }
   W->pending = 0;
   W->nbig = 0;
-  W->incount = 0;                      /* its frames leak with them */
+  /* replies it completed before it died still count (the scheduler reads
+     them before it learns of the loss); the frames after the first
+     unfinished one leak with their requests */
+  for (k = 0; k < W->incount && W->in[(W->inbase + k) % W->incap].left == 0; k++) {}
+  W->incount = k;
   W->bigleft = 0;
 }
 
@@ -756,8 +761,13 @@ static const lmp_tr_ops mpi_ops = {
    are collected at once, this may run first */
 static int tm_gc(lua_State *L) {
   trmpi *M = (trmpi *)lua_touserdata(L, 1);
+  int i;
   if (M->owner != getpid()) return 0;
   stop_all(M, 1);
+  for (i = 0; M->w != NULL && i < M->T.n; i++) {   /* the lifelines */
+    M->N.X->close_fd(L, M->w[i].fd);
+    M->w[i].fd = -1;
+  }
   freemem(M);
   return 0;
 }
