@@ -73,6 +73,20 @@ local function mpirun(dir, args)
   return out, status
 end
 
+-- Open MPI's shared-memory segments (/dev/shm/vader_segment.*) of a job whose
+-- ranks were killed stay behind: the names a killed job added are removed
+local function shm_names()
+  local set = {}
+  for name in lfs.dir("/dev/shm") do set[name] = true end
+  return set
+end
+
+local function shm_sweep(before)
+  for name in lfs.dir("/dev/shm") do
+    if not before[name] and name:match("^vader_segment%.") then os.remove("/dev/shm/" .. name) end
+  end
+end
+
 -- runs job.lua MODE on 3 ranks; output, status, and the ranks left over
 local function job(mode, opts)
   local dir = newdir()
@@ -250,6 +264,7 @@ end)
 -- (shell, with $d the job's dir and $m mpirun's pid) is done to it
 local function while_running(act, opts)
   local dir = newdir()
+  local shm = shm_names()
   local script = table.concat({
     "d=" .. q(dir),
     ("cd $d && %s timeout -s KILL %d sh -c 'echo $$ >%s/mpirun.pid; exec mpirun -n 3 --oversubscribe %s lua5.4 %s long %s' </dev/null >$d/out 2>&1 &")
@@ -265,6 +280,7 @@ local function while_running(act, opts)
   local out = support.slurp(dir .. "/out", "")
   local left = leftovers(dir)
   rmdir(dir)
+  shm_sweep(shm)
   return out, support.fields(out), left
 end
 
