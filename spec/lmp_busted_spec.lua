@@ -223,7 +223,13 @@ describe("lmp-busted", function()
       assert.are.equal(2, n, text)
     end)
 
-    it("stops every worker on SIGINT, prints what finished and exits non-zero", function()
+    -- Runs lmp-busted over the fault fixtures in the background and sends it
+    -- SIGINT once the hanging fixture runs: to lmp-busted alone, or (`group`)
+    -- to its whole process group, lmp-busted and its workers, as a terminal's
+    -- Ctrl-C does (setsid gives it a group of its own). Returns the output
+    -- (with "exit=N" at the end), the fixtures' pids and lmp-busted's pid;
+    -- every process checked gone.
+    local function interrupted_run(group)
       local out, pidfile, pids, script = support.tmpname(), support.tmpname(), support.tmpname(),
                                          support.tmpname()
       local lua_pid
@@ -231,12 +237,10 @@ describe("lmp-busted", function()
         if lua_pid and not support.dead(lua_pid) then mp.kill(lua_pid, "KILL") end
         for _, f in ipairs({ out, pidfile, pids, script }) do os.remove(f) end
       end)
-      -- in the background, so that SIGINT goes to lmp-busted alone (a
-      -- terminal's Ctrl-C goes to the workers too, which lmp-busted kills anyway)
       local f = assert(io.open(script, "w"))
       f:write(("cd %s || exit 1\n"):format(support.q(ROOT)),
-        ("LMP_BUSTED_FIXTURE_PIDS=%s sh -c 'echo $$ >%s; exec lua5.4 %s --no-times -o plainTerminal -p \"%%.lua$\" %s' >%s 2>&1\n")
-          :format(support.q(pids), pidfile, LMP_BUSTED, FIX .. "/faults", support.q(out)),
+        ("LMP_BUSTED_FIXTURE_PIDS=%s %s sh -c 'echo $$ >%s; exec lua5.4 %s --no-times -o plainTerminal -p \"%%.lua$\" %s' >%s 2>&1\n")
+          :format(support.q(pids), group and "setsid" or "", pidfile, LMP_BUSTED, FIX .. "/faults", support.q(out)),
         ("echo \"exit=$?\" >>%s\n"):format(support.q(out)))
       f:close()
       assert.is_true(os.execute("sh " .. support.q(script) .. " </dev/null >/dev/null 2>&1 &"))
@@ -245,58 +249,34 @@ describe("lmp-busted", function()
       end, 20), "the hanging fixture never started")
       lua_pid = tonumber(support.slurp(pidfile))
       mp.sleep(0.2)
-      assert(mp.kill(lua_pid, "INT"))
+      assert(mp.kill(group and -lua_pid or lua_pid, "INT"))
       assert.is_true(support.wait_until(function()
         return (support.slurp(out, "")):find("exit=", 1, true) ~= nil
       end, 20), "lmp-busted did not stop: " .. support.slurp(out, ""))
       local text = support.slurp(out)
-      assert.truthy(text:find("exit=1", 1, true), text)
-      assert.truthy(text:find("faults/d_hang.lua:5: lmp-busted: interrupted (Ctrl-C): stopped the process running this file", 1, true), text)
-      assert.truthy(text:find("lmp%-busted: interrupted %(Ctrl%-C%): %d of 6 spec files had run to their end"), text)
-      assert.truthy(text:find("stopped: " .. FIX .. "/faults/d_hang.lua", 1, true), text)
-      assert.truthy(text:find("%d+ successes / 0 failures / %d+ errors / 0 pending"), text)
       for pid in support.slurp(pids):gmatch("%d+") do
         assert.is_true(support.wait_until(function() return support.dead(tonumber(pid)) end, 10),
           "process " .. pid .. " outlived the interrupt")
       end
       assert.is_true(support.dead(lua_pid))
+      return text
+    end
+
+    it("stops every worker on SIGINT, prints what finished and exits non-zero", function()
+      local text = interrupted_run(false)
+      assert.truthy(text:find("exit=1", 1, true), text)
+      assert.truthy(text:find("faults/d_hang.lua:5: lmp-busted: interrupted (Ctrl-C): stopped the process running this file", 1, true), text)
+      assert.truthy(text:find("lmp%-busted: interrupted %(Ctrl%-C%): %d of 6 spec files had run to their end"), text)
+      assert.truthy(text:find("stopped: " .. FIX .. "/faults/d_hang.lua", 1, true), text)
+      assert.truthy(text:find("%d+ successes / 0 failures / %d+ errors / 0 pending"), text)
     end)
 
     it("reports each file once when Ctrl-C reaches the workers too (as from a terminal)", function()
-      local out, pidfile, script = support.tmpname(), support.tmpname(), support.tmpname()
-      local pids = support.tmpname()
-      local lua_pid
-      finally(function()
-        if lua_pid and not support.dead(lua_pid) then mp.kill(lua_pid, "KILL") end
-        for _, f in ipairs({ out, pidfile, pids, script }) do os.remove(f) end
-      end)
-      -- setsid: a process group of its own, so SIGINT goes to the whole group,
-      -- lmp-busted and its workers, as a terminal's Ctrl-C does
-      local f = assert(io.open(script, "w"))
-      f:write(("cd %s || exit 1\n"):format(support.q(ROOT)),
-        ("LMP_BUSTED_FIXTURE_PIDS=%s setsid sh -c 'echo $$ >%s; exec lua5.4 %s --no-times -o plainTerminal -p \"%%.lua$\" %s' >%s 2>&1\n")
-          :format(support.q(pids), pidfile, LMP_BUSTED, FIX .. "/faults", support.q(out)),
-        ("echo \"exit=$?\" >>%s\n"):format(support.q(out)))
-      f:close()
-      assert.is_true(os.execute("sh " .. support.q(script) .. " </dev/null >/dev/null 2>&1 &"))
-      assert.is_true(support.wait_until(function()
-        return (support.slurp(pids, "")):match("%d+ %d+\n") ~= nil
-      end, 20), "the hanging fixture never started")
-      lua_pid = tonumber(support.slurp(pidfile))
-      mp.sleep(0.2)
-      assert(mp.kill(-lua_pid, "INT"))
-      assert.is_true(support.wait_until(function()
-        return (support.slurp(out, "")):find("exit=", 1, true) ~= nil
-      end, 20), "lmp-busted did not stop: " .. support.slurp(out, ""))
-      local text = support.slurp(out)
+      local text = interrupted_run(true)
       assert.truthy(text:find("exit=1", 1, true), text)
       assert.is_nil(text:find("after the file's tests had run", 1, true), text)
       local _, n = text:gsub("d_hang%.lua:%d+: [^\n]*interrupted", "")
       assert.are.equal(1, n, text)
-      for pid in support.slurp(pids):gmatch("%d+") do
-        assert.is_true(support.wait_until(function() return support.dead(tonumber(pid)) end, 10),
-          "process " .. pid .. " outlived the interrupt")
-      end
     end)
   end)
 
