@@ -11,21 +11,7 @@ local support = require "spec.support"
 local run_lua, fields, gone, wait_until = support.run_lua, support.fields, support.gone, support.wait_until
 local assert_error_with, children, count = support.assert_error_with, support.children, support.count
 
-local function range(n)
-  local t = {}
-  for i = 1, n do t[i] = i end
-  return t
-end
-
--- the workers' pids, learnt by slow-ish tasks on every worker
-local function worker_pids(pool, n)
-  local seen, list = {}, {}
-  for _, pid in ipairs(pool:map(function() mp.sleep(0.05) return mp.getpid() end, range(4 * n), 1)) do
-    if not seen[pid] then seen[pid] = true list[#list + 1] = pid end
-  end
-  table.sort(list)
-  return list
-end
+local range, worker_pids = support.range, support.worker_pids
 
 describe("a task timeout", function()
   local pool

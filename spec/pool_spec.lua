@@ -17,23 +17,7 @@ local assert_error_with = support.assert_error_with
 
 local children, count = support.children, support.count
 
--- distinct worker pids, learnt by running slow-ish tasks on every worker
-local function worker_pids(pool, n)
-  local seen = {}
-  local pids = pool:map(function() mp.sleep(0.05); return mp.getpid() end,
-    (function() local t = {} for i = 1, 4 * n do t[i] = i end return t end)(), 1)
-  for _, pid in ipairs(pids) do seen[pid] = true end
-  local list = {}
-  for pid in pairs(seen) do list[#list + 1] = pid end
-  table.sort(list)
-  return list
-end
-
-local function range(n)
-  local t = {}
-  for i = 1, n do t[i] = i end
-  return t
-end
+local range, worker_pids = support.range, support.worker_pids
 
 local function counter(n)
   local i = 0

@@ -193,4 +193,23 @@ function M.assert_error_with(text, f, ...)
   return err
 end
 
+-- {1, ..., n}
+function M.range(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  return t
+end
+
+-- the distinct pids of a pool's workers, sorted: learnt by slow-ish tasks,
+-- 4 per worker, so that every worker takes some
+function M.worker_pids(pool, n)
+  local mp = require "lmp"
+  local seen, list = {}, {}
+  for _, pid in ipairs(pool:map(function() mp.sleep(0.05) return mp.getpid() end, M.range(4 * n), 1)) do
+    if not seen[pid] then seen[pid] = true list[#list + 1] = pid end
+  end
+  table.sort(list)
+  return list
+end
+
 return M
