@@ -54,22 +54,31 @@ local function install(rockspec, tmp, tree)
   return tree
 end
 
+-- runs `body` (Lua lines) in lua5.4 from another directory, with only the
+-- tree's lib/lua/5.4 added to package.cpath; its output lines (`what` names
+-- the failure)
+local function run_installed(tree, tmp, body, what)
+  local prog = table.concat({
+    'package.cpath = ' .. ("%q"):format(tree .. "/lib/lua/5.4/?.so;") .. ' .. package.cpath',
+    table.concat(body, "\n"),
+  }, "\n")
+  local out = tmp .. "/out"
+  local ran = sh("cd " .. q(tmp .. "/elsewhere") .. " && env -u LUA_CPATH -u LUA_CPATH_5_4 -u LD_PRELOAD lua5.4 -e "
+    .. q(prog) .. " >" .. q(out) .. " 2>&1")
+  local lines = lines_of(support.slurp(out, ""))
+  assert(ran, what .. " failed:\n" .. table.concat(lines, "\n"))
+  return lines
+end
+
 -- loads the installed module from another directory: its path, _VERSION and
 -- a round trip
 local function load_installed(tree, tmp)
-  local prog = table.concat({
-    'package.cpath = ' .. ("%q"):format(tree .. "/lib/lua/5.4/?.so;") .. ' .. package.cpath',
+  return run_installed(tree, tmp, {
     'local mp = require "lmp"',
     'io.write(package.searchpath("lmp", package.cpath), "\\n")',
     'io.write(mp._VERSION, "\\n")',
     'io.write(select("#", mp.decode(mp.encode(nil, 1, "x"))), "\\n")',
-  }, "\n")
-  local out = tmp .. "/out"
-  local ran = sh("cd " .. q(tmp .. "/elsewhere") .. " && env -u LUA_CPATH -u LUA_CPATH_5_4 lua5.4 -e "
-    .. q(prog) .. " >" .. q(out) .. " 2>&1")
-  local lines = lines_of(support.slurp(out, ""))
-  assert(ran, "loading the installed module failed:\n" .. table.concat(lines, "\n"))
-  return lines
+  }, "loading the installed module")
 end
 
 -- the sources a rockspec lists: lmp's builtin module list, or (lmp-mpi, a
@@ -168,17 +177,11 @@ for _, v in ipairs { "scm-1", "0.2.0-1" } do
       finally(function() sh("rm -rf " .. q(tmp)) end)
       local tree = install("rockspec/lmp-" .. v .. ".rockspec", tmp)
       install("rockspec/" .. name .. ".rockspec", tmp, tree)
-      local prog = table.concat({
-        'package.cpath = ' .. ("%q"):format(tree .. "/lib/lua/5.4/?.so;") .. ' .. package.cpath',
+      local lines = run_installed(tree, tmp, {
         'local m = require "lmp.mpi"',
         'io.write(package.searchpath("lmp.mpi", package.cpath), "\\n")',
         'io.write(m._VERSION, "\\n", m.library, "\\n")',
-      }, "\n")
-      local out = tmp .. "/out"
-      local ran = sh("cd " .. q(tmp .. "/elsewhere") .. " && env -u LUA_CPATH -u LUA_CPATH_5_4 -u LD_PRELOAD lua5.4 -e "
-        .. q(prog) .. " >" .. q(out) .. " 2>&1")
-      local lines = lines_of(support.slurp(out, ""))
-      assert(ran, "loading the installed lmp.mpi failed:\n" .. table.concat(lines, "\n"))
+      }, "loading the installed lmp.mpi")
       assert.are.equal(tree .. "/lib/lua/5.4/lmp/mpi.so", lines[1])
       assert.are.equal(require("lmp")._VERSION, lines[2])
       assert.truthy(lines[3]:find("MPI", 1, true), lines[3])
