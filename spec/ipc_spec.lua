@@ -24,8 +24,26 @@ local function spawn(f, ...)
   return p
 end
 
--- files under /dev/shm (lmp must never leave any)
--- the names in /dev/shm, as a set. Other jobs use it too: under lmp-busted
+-- two processes add 1 to v 20,000 times each, under the lock lock_of(v)
+-- gives (called in each child); v then holds 40,000 if the lock held
+local function locked_increments(v, lock_of)
+  local ps = {}
+  for k = 1, 2 do
+    ps[k] = spawn(function()
+      local l = lock_of(v)
+      for _ = 1, 20000 do
+        l:acquire()
+        v.value = v.value + 1
+        l:release()
+      end
+    end)
+  end
+  ps[1]:join()
+  ps[2]:join()
+  assert.are.equal(40000, v.value)
+end
+
+-- the names in /dev/shm (lmp must never leave any), as a set. Other jobs use it too: under lmp-busted
 -- spec/mpi_spec.lua may run beside this file, and Open MPI's shared-memory
 -- transport makes and removes its segments there, so only new names that are
 -- not Open MPI's count (lmp itself maps anonymous shared memory only)
@@ -492,20 +510,8 @@ describe("mp.Lock", function()
   end)
 
   it("makes read-modify-write exact across processes", function()
-    local l, v = mp.Lock(), mp.Value("i", 0, { lock = false })
-    local ps = {}
-    for k = 1, 2 do
-      ps[k] = spawn(function()
-        for _ = 1, 20000 do
-          l:acquire()
-          v.value = v.value + 1
-          l:release()
-        end
-      end)
-    end
-    ps[1]:join()
-    ps[2]:join()
-    assert.are.equal(40000, v.value)
+    local l = mp.Lock()
+    locked_increments(mp.Value("i", 0, { lock = false }), function() return l end)
   end)
 
   it("raises on release by a process that does not hold it", function()
@@ -932,21 +938,7 @@ describe("mp.Value", function()
   end)
 
   it("makes locked increments exact across processes", function()
-    local v = mp.Value("i", 0)
-    local ps = {}
-    for k = 1, 2 do
-      ps[k] = spawn(function()
-        local l = v:get_lock()
-        for _ = 1, 20000 do
-          l:acquire()
-          v.value = v.value + 1
-          l:release()
-        end
-      end)
-    end
-    ps[1]:join()
-    ps[2]:join()
-    assert.are.equal(40000, v.value)
+    locked_increments(mp.Value("i", 0), function(v) return v:get_lock() end)
   end)
 end)
 
