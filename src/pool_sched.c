@@ -295,6 +295,7 @@ static void task_done(lua_State *L, Pool *P, int i, Job *J, int jidx,
   if (st->cpu >= 0) J->cpu = (J->cpu < 0 ? 0 : J->cpu) + st->cpu;
   if (st->maxrss > J->maxrss) J->maxrss = st->maxrss;
   if (P->trace != NULL) {
+    int top = lua_gettop(L);
     const char *msg = NULL;            /* the error, if it is this task's */
     if (failed && J->errindex >= k->start &&
         J->errindex < k->start + k->count &&
@@ -302,9 +303,7 @@ static void task_done(lua_State *L, Pool *P, int i, Job *J, int jidx,
       msg = lua_tostring(L, -1);
     lmp_trace_task(L, P->trace, jidx, J->pid, st, k->count, k->argslen,
                    replylen, failed, msg);
-    if (failed && J->errindex >= k->start &&
-        J->errindex < k->start + k->count)
-      lua_pop(L, 1);
+    lua_settop(L, top);
   }
 }
 
