@@ -127,8 +127,8 @@ void lmp_futex_wake(uint32_t *word, int n) {
 
 /*
 ** A zombie answers kill(pid, 0) too: a child of ours that died and was not
-** joined yet would keep its place (a Barrier party killed, then waited for
-** by the same process, hung it).  waitid(WNOWAIT) tells such a child without
+** joined yet would keep its place (a Barrier party its parent killed kept
+** the parent waiting at the barrier for it).  waitid(WNOWAIT) tells such a child without
 ** reaping it (its Process still gets the status); another process's zombie
 ** is not ours to see, and counts as alive until its parent reaps it.
 */
